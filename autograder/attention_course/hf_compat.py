@@ -1,0 +1,40 @@
+"""Hugging Face transformers 4.56+ and 5.x differences, handled here and nowhere else."""
+
+import torch
+
+EAGER = "eager"
+"""``output_attentions`` needs the eager implementation: in 5.x the default (sdpa) silently returns None."""
+
+
+def use_eager_attention(config) -> None:
+    """Make a config build layers that can return attention weights."""
+    config._attn_implementation = EAGER
+
+
+def additive_causal_mask(n_queries: int, n_keys: int, dtype: torch.dtype, device=None) -> torch.Tensor:
+    """A [1, 1, Tq, Tk] additive mask (0 = attend, dtype's minimum = blocked), bottom-right aligned.
+
+    A ``GPT2Attention`` called on its own applies no causal mask in 5.x (inside ``GPT2Model`` the
+    model builds it), so an oracle built from the bare layer must be handed one.
+    """
+    from attention_course.kernels.causal import causal_mask
+
+    allowed = causal_mask(n_queries, n_keys, device=device)
+    blocked = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+    return blocked[None, None]  # [1, 1, Tq, Tk]
+
+
+def gpt2_attention_layer_output(layer, x: torch.Tensor) -> torch.Tensor:
+    """Causal self-attention output of a bare Hugging Face ``GPT2Attention`` on x [B, T, D]."""
+    length = x.shape[1]
+    mask = additive_causal_mask(length, length, x.dtype, x.device)
+    return layer(x, attention_mask=mask)[0]
+
+
+def cache_keys_values(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """[(keys, values)] per layer, each [B, G, T, d], from any cache a forward pass returns."""
+    if hasattr(cache, "layers"):  # DynamicCache with per-layer objects (4.56+, 5.x)
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    if hasattr(cache, "key_cache"):  # DynamicCache before the per-layer refactor
+        return list(zip(cache.key_cache, cache.value_cache))
+    return [(k, v) for k, v in cache]  # legacy tuple of (k, v) tuples
