@@ -209,7 +209,7 @@ def check_split_merge(split_heads, merge_heads, thorough: bool = False, seed: in
     passed("split_heads / merge_heads", 3 * len(shapes) * len(_devices(thorough)))
 
 
-def _gpt2_variant(x, w_attn, b_attn, w_proj, b_proj, n_heads, order="qkv", split="ok", scale="sqrt",
+def _gpt2_variant(x, w_attn, b_attn, w_proj, b_proj, n_heads, order="qkv", split="ok", scale="sqrt", axis=-1,
                   mask="bottom_right", proj_transposed=False, attn_bias=True, proj_bias=True, project=True):
     x, w_attn, b_attn, w_proj, b_proj = (t.double() for t in (x, w_attn, b_attn, w_proj, b_proj))
     batch, length, width = x.shape
@@ -223,7 +223,7 @@ def _gpt2_variant(x, w_attn, b_attn, w_proj, b_proj, n_heads, order="qkv", split
         q, k, v = (t.reshape(batch, n_heads, length, head_dim) for t in (q, k, v))
     if scale == "width":
         q = q * math.sqrt(head_dim / width)
-    y = _weights_variant(q, k, True, scale="none" if scale == "none" else "sqrt", mask=mask) @ v
+    y = _weights_variant(q, k, True, scale="none" if scale == "none" else "sqrt", axis=axis, mask=mask) @ v
     y = ref.merge_heads(y)  # [B, T, D]
     if not project:
         return y
@@ -238,6 +238,7 @@ GPT2_MISTAKES = {
     "k and v swapped when splitting c_attn's output: it is [q | k | v] along the last axis": {"order": "qvk"},
     "heads split without the transpose: view(B, T, H, d).transpose(1, 2), not view(B, H, T, d)": {"split": "view"},
     NO_SCALE: {"scale": "none"},
+    WRONG_AXIS: {"axis": -2},
     "the scores were divided by sqrt(model width); the scale uses the head size d = D / H": {"scale": "width"},
     FUTURE_LEAK: {"mask": None},
     "the c_attn bias was not added": {"attn_bias": False},

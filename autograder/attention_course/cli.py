@@ -1,0 +1,63 @@
+"""``attention-course``: the course's command line."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from attention_course.grading.course import ASSIGNMENTS, assignment_of, find_course_root, source_notebook
+
+
+def _example_class(args) -> int:
+    from attention_course.grading.example_class import run_example_class
+
+    results = run_example_class(find_course_root(), args.assignment or None)
+    unexpected = [f"{r.assignment}/{r.student.name}" for r in results if not r.as_expected]
+    if unexpected:
+        print(f"\nThese examples did not score as their description says: {', '.join(unexpected)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _grade_notebook(args) -> int:
+    from attention_course.grading.selfgrade import grade_notebook
+
+    path = Path(args.notebook)
+    if not path.is_file():
+        print(f"no such notebook: {path}", file=sys.stderr)
+        return 2
+    source = Path(args.source) if args.source else source_notebook(find_course_root(), args.assignment or assignment_of(path.name))
+    report = grade_notebook(path, source, cell_timeout=args.timeout)
+    print(report.render())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="attention-course", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    example = commands.add_parser(
+        "example-class",
+        help="generate release/ with nbgrader, autograde the bundled example submissions, print grades, write feedback",
+    )
+    example.add_argument("assignment", nargs="*", choices=[*ASSIGNMENTS, []], help="default: every assignment in source/")
+    example.set_defaults(run=_example_class)
+
+    grade = commands.add_parser(
+        "grade-notebook", help="grade one notebook with the hidden tests, without nbgrader's database (for self-learners)"
+    )
+    grade.add_argument("notebook", help="your .ipynb file")
+    grade.add_argument("--assignment", choices=list(ASSIGNMENTS), help="default: recognised from the file name")
+    grade.add_argument("--source", help="the instructor notebook to take the tests from (default: the course's source/)")
+    grade.add_argument("--timeout", type=int, default=120, help="seconds per cell (default 120)")
+    grade.set_defaults(run=_grade_notebook)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"attention-course: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""nbgrader's cell metadata, and what an executed notebook says about each graded cell."""
+
+from dataclasses import dataclass
+
+SOLUTION_BEGIN = "### BEGIN SOLUTION"
+SOLUTION_END = "### END SOLUTION"
+
+
+def nbgrader_meta(cell) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def grade_id(cell) -> str | None:
+    return nbgrader_meta(cell).get("grade_id")
+
+
+def is_test_cell(cell) -> bool:
+    meta = nbgrader_meta(cell)
+    return bool(meta.get("grade")) and not meta.get("solution") and cell.get("cell_type") == "code"
+
+
+def is_solution_cell(cell) -> bool:
+    return bool(nbgrader_meta(cell).get("solution")) and cell.get("cell_type") == "code"
+
+
+def solution_code(cell) -> str:
+    """A source notebook's solution cell as a student who solved it would have it: markers removed."""
+    return "\n".join(line for line in cell.source.splitlines() if line.strip() not in (SOLUTION_BEGIN, SOLUTION_END))
+
+
+@dataclass
+class ItemResult:
+    grade_id: str
+    points: float
+    max_points: float
+    message: str  # the error that cost the points, "" when passed
+
+
+def first_error(cell) -> str:
+    """The error a cell raised, as one line: for a failed check, the mistake it names."""
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "error":
+            value = output.get("evalue", "").strip().splitlines()
+            return f"{output.get('ename', 'Error')}: {value[0] if value else ''}".rstrip(": ")
+    return ""
+
+
+def test_results(executed_nb) -> list[ItemResult]:
+    """Points per test cell of an executed notebook: all of a cell's points when it raised nothing."""
+    results = []
+    for cell in executed_nb.cells:
+        if is_test_cell(cell):
+            points = float(nbgrader_meta(cell).get("points", 0))
+            error = first_error(cell)
+            results.append(ItemResult(grade_id(cell), 0.0 if error else points, points, error))
+    return results

@@ -1,0 +1,47 @@
+"""The course directory (the repository root) and its assignments, as nbgrader sees them."""
+
+from pathlib import Path
+
+# Assignment id -> notebook name, fixed by the course design: graders, links and badges use them.
+ASSIGNMENTS = {
+    "01_causal_attention": "causal_attention.ipynb",
+    "02_kv_cache": "kv_cache.ipynb",
+    "03_mqa": "mqa.ipynb",
+    "04_gqa": "gqa.ipynb",
+    "05_quiz": "quiz.ipynb",
+}
+
+
+def find_course_root(start: Path | None = None) -> Path:
+    """The nearest folder at or above ``start`` (default: the working directory) with
+    ``nbgrader_config.py`` and ``source/``."""
+    start = (start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / "nbgrader_config.py").is_file() and (folder / "source").is_dir():
+            return folder
+    raise FileNotFoundError(
+        f"no course directory at or above {start}: run this inside a clone of the course repository "
+        "(the folder with nbgrader_config.py and source/)"
+    )
+
+
+def source_notebook(root: Path, assignment: str) -> Path:
+    return root / "source" / assignment / ASSIGNMENTS[assignment]
+
+
+def release_notebook(root: Path, assignment: str) -> Path:
+    return root / "release" / assignment / ASSIGNMENTS[assignment]
+
+
+def assignments_in(root: Path) -> list[str]:
+    """The assignments whose source notebook exists, in course order."""
+    return [a for a in ASSIGNMENTS if source_notebook(root, a).is_file()]
+
+
+def assignment_of(notebook_name: str) -> str:
+    """The assignment a notebook file belongs to, from its name (``kv_cache (1).ipynb`` too)."""
+    stem = Path(notebook_name).stem.lower()
+    for assignment, name in ASSIGNMENTS.items():
+        if Path(name).stem in stem:
+            return assignment
+    raise ValueError(f"{notebook_name!r} is not one of the course's notebooks: {', '.join(ASSIGNMENTS.values())}")

@@ -1,0 +1,23 @@
+"""nbgrader configuration: the repository root is the course directory.
+
+source/<assignment>/ -> release/<assignment>/ (committed) -> submitted/<student>/<assignment>/
+-> autograded/ -> feedback/, with gradebook.db beside them (those four are never committed).
+"""
+
+import os
+
+c = get_config()  # noqa: F821 (provided by nbgrader)
+
+c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
+c.CourseDirectory.course_id = "attention-course"
+
+# A finite limit per cell, so that an endless loop costs one cell, not the whole grading run.
+c.Execute.timeout = 120
+c.Execute.interrupt_on_timeout = True
+
+# A test cell deleted by a student is put back (and run) instead of giving free points or
+# leaving the notebook "needing manual grading" forever.
+c.OverwriteCells.add_missing_cells = True
+
+# Student versions never carry outputs.
+c.ClearOutput.enabled = True
