@@ -14,12 +14,13 @@ from attention_course.grading.cells import first_error, grade_id, is_test_cell
 from attention_course.grading.course import ASSIGNMENTS, assignments_in, release_notebook, source_notebook
 
 
-def nbgrader(root: Path, *args: str) -> None:
-    """Run an nbgrader command in the course directory, with this Python's tools on PATH."""
+def nbgrader(root: Path, *args: str) -> str:
+    """Run an nbgrader command in the course directory, with this Python's tools on PATH; its output."""
     env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     completed = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=root, env=env, capture_output=True, text=True)
     if completed.returncode:
         raise RuntimeError(f"nbgrader {' '.join(args)} failed:\n{completed.stdout[-3000:]}{completed.stderr[-3000:]}")
+    return completed.stdout + completed.stderr
 
 
 def generate_release(root: Path, assignment: str) -> None:
