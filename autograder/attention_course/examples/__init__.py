@@ -5,10 +5,12 @@ examples never drift from the assignment. One module per assignment lists its st
 import copy
 import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import nbformat
 
 from attention_course.grading.cells import grade_id, is_solution_cell, solution_code
+from attention_course.grading.course import ASSIGNMENTS
 
 
 @dataclass(frozen=True)
@@ -30,11 +32,9 @@ class Student:
     loses: dict[str, str] = field(default_factory=dict)
 
 
-EXAMPLE_MODULES = {"01_causal_attention": "causal_attention"}
-
-
 def students_of(assignment: str) -> list[Student]:
-    module = importlib.import_module(f"attention_course.examples.{EXAMPLE_MODULES[assignment]}")
+    """The example class of an assignment: module ``examples.<notebook name>``, list ``STUDENTS``."""
+    module = importlib.import_module(f"attention_course.examples.{Path(ASSIGNMENTS[assignment]).stem}")
     return module.STUDENTS
 
 
