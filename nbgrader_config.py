@@ -21,3 +21,10 @@ c.OverwriteCells.add_missing_cells = True
 
 # Student versions never carry outputs.
 c.ClearOutput.enabled = True
+
+# Feedback shows each test's result but not the hidden tests' code, so they can serve again.
+c.GenerateFeedback.preprocessors = [
+    "nbgrader.preprocessors.GetGrades",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+    "nbgrader.preprocessors.ClearHiddenTests",
+]

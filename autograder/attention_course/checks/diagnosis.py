@@ -1,5 +1,8 @@
 """Compare a learner's output with the reference, and when they differ, say which known
-mistake the output matches instead of "assertion failed"."""
+mistake the output matches instead of "assertion failed".
+
+Functions here set ``__tracebackhide__`` so that IPython and pytest leave their frames out of a
+failure's traceback: the learner sees their cell and the named mistake, not the checker's insides."""
 
 from collections.abc import Callable, Mapping
 
@@ -19,6 +22,7 @@ Mistakes = Callable[[], Mapping[str, torch.Tensor]]
 
 
 def close(actual: torch.Tensor, expected: torch.Tensor) -> bool:
+    __tracebackhide__ = True
     if actual.shape != expected.shape:
         return False
     atol, rtol = TOLERANCES.get(actual.dtype, TOLERANCES[torch.float32])
@@ -32,6 +36,7 @@ def close(actual: torch.Tensor, expected: torch.Tensor) -> bool:
 
 def call(fn: Callable, *args, what: str, **kwargs):
     """Run the learner's function; turn its exception into a failure that says where it came from."""
+    __tracebackhide__ = True
     try:
         return fn(*args, **kwargs)
     except NotImplementedError as error:
@@ -44,6 +49,7 @@ def call(fn: Callable, *args, what: str, **kwargs):
 
 
 def expect_tensor(actual, expected: torch.Tensor, what: str) -> None:
+    __tracebackhide__ = True
     if not isinstance(actual, torch.Tensor):
         raise AssertionError(f"{what} should return a torch.Tensor, got {type(actual).__name__}")
     if actual.device != expected.device:
@@ -57,6 +63,7 @@ def expect_tensor(actual, expected: torch.Tensor, what: str) -> None:
 
 def expect_close(actual, expected: torch.Tensor, what: str, mistakes: Mistakes | None = None) -> None:
     """Pass when ``actual`` matches ``expected``; otherwise fail naming the first mistake it matches."""
+    __tracebackhide__ = True
     if isinstance(actual, torch.Tensor) and close(actual, expected):
         expect_tensor(actual, expected, what)
         return
@@ -84,6 +91,7 @@ def expect_close(actual, expected: torch.Tensor, what: str, mistakes: Mistakes |
 
 
 def expect_value_error(fn: Callable, *args, what: str, problem: str) -> None:
+    __tracebackhide__ = True
     try:
         fn(*args)
     except ValueError:
