@@ -68,7 +68,7 @@ STUDENTS = [
             ),
         ),
         # Inside gpt2_attention the same view meets the non-contiguous slices of c_attn's output and fails.
-        loses={"test_heads": "without the transpose", "test_gpt2_attention": "view size is not compatible"},
+        loses={"test_heads": "reshaped straight to [B, H, T, d]", "test_gpt2_attention": "view size is not compatible"},
     ),
     Student(
         "quiz_misconceptions",
