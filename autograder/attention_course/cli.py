@@ -1,6 +1,7 @@
 """``attention-course``: the course's command line."""
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -31,6 +32,22 @@ def _grade_notebook(args) -> int:
     return 0
 
 
+def _grade(args) -> int:
+    from attention_course.grading.class_grading import grade_class
+    from attention_course.grading.execute import Limits
+    from attention_course.grading.summary import render, save_figure
+
+    root = find_course_root()
+    limits = Limits(cell_seconds=args.cell_timeout, notebook_seconds=args.notebook_timeout,
+                    memory_bytes=args.memory_mb * 2**20 if args.memory_mb else None)
+    result = grade_class(root, args.assignment, Path(args.submissions), workers=args.workers, limits=limits,
+                         id_patterns=tuple(args.id_pattern), only_student=args.student)
+    print(render(result, args.workers or os.cpu_count() or 1))
+    figure = save_figure(result, root / f"grading_summary_{args.assignment}.png")
+    print(f"\nFeedback: {root / 'feedback'}/<student>/{args.assignment}/   Grades: {root / 'grades.csv'}   Figure: {figure}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="attention-course", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -41,6 +58,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     example.add_argument("assignment", nargs="*", choices=[*ASSIGNMENTS, []], help="default: every assignment in source/")
     example.set_defaults(run=_example_class)
+
+    grade_class = commands.add_parser(
+        "grade", help="grade a class: an LMS zip or a folder of notebooks -> nbgrader gradebook, feedback, grades.csv"
+    )
+    grade_class.add_argument("assignment", choices=list(ASSIGNMENTS))
+    grade_class.add_argument("submissions", help="a zip file or a folder, one notebook per student under any name")
+    grade_class.add_argument("--workers", type=int, default=None, help="notebooks run at once (default: the number of cores)")
+    grade_class.add_argument("--student", help="grade (again) only this student")
+    grade_class.add_argument("--id-pattern", action="append", default=[],
+                             help="a regular expression with a group (?P<student>...) matched against each file's path "
+                                  "inside SUBMISSIONS; tried before the built-in patterns (repeatable)")
+    grade_class.add_argument("--cell-timeout", type=int, default=120, help="seconds per cell (default 120)")
+    grade_class.add_argument("--notebook-timeout", type=int, default=600, help="seconds per notebook (default 600)")
+    grade_class.add_argument("--memory-mb", type=int, default=8192, help="memory limit of each notebook's kernel (default 8192; 0: none)")
+    grade_class.set_defaults(run=_grade)
 
     grade = commands.add_parser(
         "grade-notebook", help="grade one notebook with the hidden tests, without nbgrader's database (for self-learners)"

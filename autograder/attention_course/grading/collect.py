@@ -1,0 +1,146 @@
+"""From what an LMS hands an instructor to nbgrader's ``submitted/`` layout.
+
+SUBMISSIONS is a zip file or a folder, holding one notebook per student under any file name.
+Each file's path inside it (``/``-separated) is matched against the student-id patterns below,
+first match wins; ``--id-pattern`` puts your own regular expressions, with a named group
+``student``, in front of them. Which assignment a notebook belongs to is read from its content
+(the graded cells it carries), not from its name, so "Copy of kv_cache (1).ipynb" is fine.
+"""
+
+import re
+import shutil
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import nbformat
+
+from attention_course.grading.cells import grade_id
+
+STUDENT_PATTERNS = (
+    # Canvas: "doejane_12345_67890_causal_attention.ipynb", "doejane_LATE_12345_67890_...".
+    r"^(?:.*/)?(?P<student>[A-Za-z0-9-]+)_(?:late_)?\d+_\d+_[^/]*\.ipynb$",
+    # Moodle: "Jane Doe_123456_assignsubmission_file_/causal_attention.ipynb".
+    r"^(?:.*/)?(?P<student>[^/]+?)_\d+_assignsubmission_file_?/[^/]*\.ipynb$",
+    # One folder per student: "jdoe/Copy of causal_attention.ipynb".
+    r"^(?:.*/)?(?P<student>[^/]+)/[^/]*\.ipynb$",
+    # One file per student: "jdoe.ipynb", "jdoe_causal_attention.ipynb", "jdoe - kv_cache (1).ipynb".
+    r"^(?P<student>[^/_ ]+?)(?:[ _-].*)?\.ipynb$",
+)
+
+
+@dataclass
+class Entry:
+    student: str
+    origin: str  # the path inside SUBMISSIONS
+    notebook: object | None  # the parsed notebook, None when unusable
+    problem: str = ""  # why it cannot be graded, "" when it can
+
+
+def student_id(relative_path: str, patterns: tuple[str, ...]) -> str | None:
+    for pattern in patterns:
+        match = re.match(pattern, relative_path, flags=re.IGNORECASE)
+        if match:
+            raw = match.group("student").strip()
+            return re.sub(r"[^a-z0-9_-]+", "_", raw.lower()).strip("_") or None
+    return None
+
+
+def _files(submissions: Path, scratch: Path) -> dict[str, bytes]:
+    """Every file inside SUBMISSIONS as {relative path: bytes}; zips unpacked (zip-in-zip too)."""
+    found: dict[str, bytes] = {}
+
+    def add_zip(data_path: Path, prefix: str) -> None:
+        with zipfile.ZipFile(data_path) as archive:
+            for info in archive.infolist():
+                name = info.filename
+                if info.is_dir() or name.startswith("__MACOSX/") or PurePosixPath(name).name.startswith("._"):
+                    continue
+                data = archive.read(info)
+                if name.lower().endswith(".zip"):
+                    inner = scratch / f"inner{len(found)}.zip"
+                    inner.write_bytes(data)
+                    add_zip(inner, f"{prefix}{PurePosixPath(name).with_suffix('')}/")
+                else:
+                    found[f"{prefix}{name}"] = data
+
+    if submissions.is_file() and zipfile.is_zipfile(submissions):
+        add_zip(submissions, "")
+    elif submissions.is_dir():
+        for path in sorted(submissions.rglob("*")):
+            if path.is_file():
+                found[path.relative_to(submissions).as_posix()] = path.read_bytes()
+    else:
+        raise FileNotFoundError(f"{submissions} is neither a folder nor a zip file")
+    return found
+
+
+def read_notebook(data: bytes):
+    """The notebook in ``data`` and "", or None and what is wrong with it."""
+    if not data.strip():
+        return None, "the file is empty"
+    try:
+        notebook = nbformat.reads(data.decode("utf-8-sig"), as_version=4)
+    except UnicodeDecodeError:
+        return None, "the file is not text (not a notebook)"
+    except Exception as error:
+        return None, f"the file is not a readable notebook ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
+    if not isinstance(notebook.get("cells"), list):
+        return None, "the file is JSON but not a notebook (no cells)"
+    return notebook, ""
+
+
+def answer_ids(notebook) -> set[str]:
+    return {grade_id(cell) for cell in notebook.cells if grade_id(cell)}
+
+
+def collect(submissions: Path, assignment_ids: dict[str, set[str]], assignment: str,
+            extra_patterns: tuple[str, ...] = (), scratch: Path | None = None) -> tuple[list[Entry], list[str]]:
+    """The class's entries for ``assignment`` (one per student) and notes on files left aside.
+
+    ``assignment_ids`` maps each assignment to the grade ids of its source notebook.
+    """
+    scratch = scratch or Path(submissions).parent
+    patterns = (*extra_patterns, *STUDENT_PATTERNS)
+    notes: list[str] = []
+    by_student: dict[str, list[Entry]] = {}
+    for relative, data in _files(Path(submissions), scratch).items():
+        if not relative.lower().endswith(".ipynb"):
+            if not PurePosixPath(relative).name.startswith("."):
+                notes.append(f"{relative}: not a notebook, left aside")
+            continue
+        if "/.ipynb_checkpoints/" in f"/{relative}":
+            continue
+        student = student_id(relative, patterns)
+        if student is None:
+            notes.append(f"{relative}: no student id found in the path (add a pattern with --id-pattern)")
+            continue
+        notebook, problem = read_notebook(data)
+        if notebook is not None:
+            ids = answer_ids(notebook)
+            mine = len(ids & assignment_ids[assignment])
+            best = max(assignment_ids, key=lambda a: len(ids & assignment_ids[a]))
+            if mine == 0 and len(ids & assignment_ids[best]) > 0:
+                notebook, problem = None, f"this is the notebook of {best}, not of {assignment}"
+            elif mine == 0:
+                notebook, problem = None, f"none of {assignment}'s cells are in it (a different notebook, or its cells' metadata lost)"
+        by_student.setdefault(student, []).append(Entry(student, relative, notebook, problem))
+    entries = []
+    for student, candidates in sorted(by_student.items()):
+        usable = [e for e in candidates if e.notebook is not None]
+        chosen = (usable or candidates)[-1]
+        if len(candidates) > 1:
+            notes.append(f"{student}: {len(candidates)} notebooks, graded {chosen.origin}")
+        entries.append(chosen)
+    return entries, notes
+
+
+def place(entry: Entry, root: Path, assignment: str, notebook_name: str) -> None:
+    """Write the entry where nbgrader looks for it; an unusable one leaves the folder empty, which
+    nbgrader grades as a missing notebook (zero)."""
+    folder = root / "submitted" / entry.student / assignment
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    if entry.notebook is not None:
+        nbformat.write(entry.notebook, folder / notebook_name)

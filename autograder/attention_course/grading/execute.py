@@ -1,0 +1,163 @@
+"""Run one prepared notebook in a fresh kernel forked from the zygote, within limits: seconds
+per cell, seconds for the whole notebook, bytes of output per cell, memory of the kernel. The
+kernel works in a scratch folder. Whatever happens, the result is a notebook in which a test
+cell that did not run to completion carries an error, so it cannot earn points."""
+
+import asyncio
+import os
+import shutil
+import signal
+import tempfile
+from dataclasses import dataclass
+
+import nbformat
+from jupyter_client.manager import AsyncKernelManager
+from nbclient import NotebookClient
+from nbclient.exceptions import DeadKernelError
+from traitlets import Any
+
+from attention_course.grading.cells import is_test_cell
+
+
+@dataclass(frozen=True)
+class Limits:
+    cell_seconds: int = 120
+    notebook_seconds: int = 600
+    output_bytes: int = 1_000_000  # per cell
+    memory_bytes: int | None = 8 * 2**30
+
+
+class ForkedProcess:
+    """Enough of ``subprocess.Popen`` for jupyter_client, for a kernel that the zygote forked."""
+
+    stdin = stdout = stderr = None
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode = None
+
+    def poll(self):
+        if self.returncode is None:
+            try:
+                with open(f"/proc/{self.pid}/stat") as stat:
+                    if stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                        self.returncode = -1
+            except FileNotFoundError:
+                self.returncode = -1
+        return self.returncode
+
+    def wait(self, timeout=None):
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"kernel {self.pid} still running")
+            time.sleep(0.05)
+        return self.returncode
+
+    def send_signal(self, signum):
+        try:
+            os.killpg(self.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def kill(self):
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self):
+        self.send_signal(signal.SIGTERM)
+
+
+class ForkedKernelManager(AsyncKernelManager):
+    zygote = Any()
+    memory_bytes = Any(None)
+
+    async def _async_launch_kernel(self, kernel_cmd, **kw):
+        argv = kernel_cmd[kernel_cmd.index("-f"):]  # the connection file and extra arguments
+        pid = self.zygote.spawn(argv, cwd=kw.get("cwd") or os.getcwd(), env=dict(kw.get("env") or os.environ),
+                                memory_bytes=self.memory_bytes)
+        provisioner = self.provisioner
+        provisioner.process, provisioner.pid, provisioner.pgid = ForkedProcess(pid), pid, pid
+        self._reconcile_connection_info(provisioner.connection_info)
+
+
+class CappedClient(NotebookClient):
+    """Keeps at most ``output_bytes`` of output per cell, so a flood of prints costs nothing, and
+    notes which cells ran out of time."""
+
+    output_bytes = 1_000_000
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.timed_out: list[int] = []
+
+    async def _async_handle_timeout(self, timeout, cell=None):
+        if cell is not None:
+            self.timed_out.append(self.nb.cells.index(cell))
+        return await super()._async_handle_timeout(timeout, cell)
+
+    def output(self, outs, msg, display_id, cell_index):
+        size = sum(len(str(out)) for out in outs) + len(str(msg.get("content", "")))
+        if size > self.output_bytes:
+            if not any(out.get("name") == "truncated" for out in outs):
+                outs.append(nbformat.v4.new_output("stream", name="truncated",
+                                                   text=f"\n[output beyond {self.output_bytes:,} bytes dropped]\n"))
+            return None
+        return super().output(outs, msg, display_id, cell_index)
+
+
+NOT_RUN = "TestNotRun"
+
+
+def mark_unfinished_tests(nb, reason: str) -> None:
+    """A test cell that did not complete gets an error, so it earns nothing."""
+    for cell in nb.cells:
+        if is_test_cell(cell) and not any(o.get("output_type") == "error" for o in cell.outputs):
+            if cell.get("execution_count") is None:
+                cell.outputs.append(nbformat.v4.new_output("error", ename=NOT_RUN, evalue=reason, traceback=[f"{NOT_RUN}: {reason}"]))
+
+
+async def execute_notebook(nb, zygote, limits: Limits, files_from: str | None = None) -> str:
+    """Execute ``nb`` in place, in a scratch folder holding a copy of ``files_from``'s other files;
+    return a status: "ok" or what went wrong."""
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    with tempfile.TemporaryDirectory(prefix="grading-") as scratch:
+        if files_from:
+            shutil.copytree(files_from, scratch, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.ipynb"))
+        km = ForkedKernelManager(zygote=zygote, memory_bytes=limits.memory_bytes, kernel_name="python3")
+        client = CappedClient(
+            nb, km=km, timeout=limits.cell_seconds, allow_errors=True, interrupt_on_timeout=True,
+            error_on_timeout={"ename": "CellTimeoutError", "evalue": f"the cell ran longer than {limits.cell_seconds} s",
+                              "traceback": [f"CellTimeoutError: the cell ran longer than {limits.cell_seconds} s"]},
+            extra_arguments=["--HistoryManager.hist_file=:memory:"],
+            resources={"metadata": {"path": scratch}},
+        )
+        client.output_bytes = limits.output_bytes
+        status = "ok"
+        try:
+            await asyncio.wait_for(client.async_execute(), timeout=limits.notebook_seconds)
+        except asyncio.TimeoutError:
+            status = f"stopped: the notebook ran longer than {limits.notebook_seconds} s"
+        except DeadKernelError:
+            status = "stopped: the kernel died (os._exit, a crash, or out of memory)"
+        except Exception as error:  # a broken notebook must not stop the class
+            status = f"stopped: {type(error).__name__}: {error}"
+        finally:
+            if km.has_kernel:
+                await km.shutdown_kernel(now=True)
+    if status != "ok":
+        mark_unfinished_tests(nb, status)
+    too_long = f"the cell ran longer than {limits.cell_seconds} s and was interrupted"
+    for index in client.timed_out:
+        nb.cells[index].outputs = [o for o in nb.cells[index].outputs if o.get("output_type") != "error"]
+        nb.cells[index].outputs.append(nbformat.v4.new_output("error", ename="CellTimeoutError", evalue=too_long,
+                                                              traceback=[f"CellTimeoutError: {too_long}"]))
+    if status == "ok" and client.timed_out:
+        status = f"ok, but cell {', '.join(str(i + 1) for i in client.timed_out)} ran longer than {limits.cell_seconds} s and was interrupted"
+    truncated = [i for i, cell in enumerate(nb.cells) if any(o.get("name") == "truncated" for o in cell.get("outputs", []))]
+    if truncated:
+        status += f"; output of cell {', '.join(str(i + 1) for i in truncated)} cut at {limits.output_bytes:,} bytes"
+    return status
