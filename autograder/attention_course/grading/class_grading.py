@@ -15,16 +15,16 @@ import os
 import shutil
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import nbformat
 
 from attention_course.grading.cells import first_error, grade_id, is_test_cell
-from attention_course.grading.collect import Entry, answer_ids, collect, place
+from attention_course.grading.collect import answer_ids, collect, place, restore_originals, snapshot
 from attention_course.grading.course import ASSIGNMENTS, source_notebook
 from attention_course.grading.example_class import generate_release, nbgrader
-from attention_course.grading.execute import Limits, execute_notebook
+from attention_course.grading.execute import Limits, execute_notebook, separate_users_possible
 from attention_course.grading.nbgrader_plugin import AUTOGRADE_PREPROCESSORS, EXECUTED_ENV, executed_path
 from attention_course.grading.zygote import Zygote
 
@@ -72,7 +72,7 @@ async def _execute_all(jobs: list[tuple[str, Path, Path]], workers: int, limits:
         nb = nbformat.read(prepared, as_version=4)
         if executed.is_file():
             earlier = nbformat.read(executed, as_version=4).metadata.get(RUN_KEY, {})
-            if earlier.get("digest") == _digest(nb):
+            if earlier.get("digest") == _digest(nb) and earlier["status"].startswith("ok"):  # a stopped run runs again
                 statuses[student] = earlier["status"]
                 continue
         pending.append((student, prepared, executed, nb))
@@ -150,6 +150,7 @@ def grade_class(root: Path, assignment: str, submissions: Path, workers: int | N
     generate_release(root, assignment)  # registers the assignment's cells in the gradebook
     assignment_ids = {a: answer_ids(nbformat.read(source_notebook(root, a), as_version=4))
                       for a in ASSIGNMENTS if source_notebook(root, a).is_file()}
+    originals = snapshot(Path(submissions))
     entries, notes = collect(Path(submissions), assignment_ids, assignment, id_patterns, scratch=work)
     if only_student:
         entries = [e for e in entries if e.student == only_student]
@@ -179,8 +180,14 @@ def grade_class(root: Path, assignment: str, submissions: Path, workers: int | N
             continue
         jobs.append((entry.student, prepared, executed_path(work / "executed", entry.student, assignment, Path(notebook_name).stem)))
 
+    if limits.first_uid is not None and not separate_users_possible():
+        limits = replace(limits, first_uid=None)
+        notes.append("kernels ran as the grading user (separate users need root and a Python that other users can "
+                     "read): student code could write the grader's files; submitted files are checked and restored")
     os.environ.setdefault("NBGRADER_EXECUTION", "autograde")
     statuses = asyncio.run(_execute_all(jobs, workers, limits))
+    for relative in restore_originals(Path(submissions), originals):
+        notes.append(f"{relative}: changed while grading, by a student's code; restored")
     for student, status in statuses.items():
         results[student].status = status
 

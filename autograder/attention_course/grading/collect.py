@@ -75,6 +75,23 @@ def _files(submissions: Path, scratch: Path) -> dict[str, bytes]:
     return found
 
 
+def snapshot(submissions: Path) -> dict[Path, bytes]:
+    """The bytes of every file given in for grading (the zip itself, or each file of the folder)."""
+    paths = [submissions] if submissions.is_file() else [p for p in submissions.rglob("*") if p.is_file()]
+    return {path: path.read_bytes() for path in paths}
+
+
+def restore_originals(submissions: Path, originals: dict[Path, bytes]) -> list[str]:
+    """Put back any file that changed since ``snapshot``; the relative paths of those restored."""
+    restored = []
+    for path, data in originals.items():
+        if not path.is_file() or path.read_bytes() != data:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            restored.append(path.name if path == submissions else path.relative_to(submissions).as_posix())
+    return restored
+
+
 def read_notebook(data: bytes):
     """The notebook in ``data`` and "", or None and what is wrong with it."""
     if not data.strip():

@@ -4,9 +4,12 @@ kernel works in a scratch folder. Whatever happens, the result is a notebook in 
 cell that did not run to completion carries an error, so it cannot earn points."""
 
 import asyncio
+import itertools
 import os
 import shutil
 import signal
+import stat
+import sys
 import tempfile
 from dataclasses import dataclass
 
@@ -17,6 +20,7 @@ from nbclient.exceptions import DeadKernelError
 from traitlets import Any
 
 from attention_course.grading.cells import is_test_cell
+from attention_course.grading.zygote import KERNEL_LOG
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,26 @@ class Limits:
     notebook_seconds: int = 600
     output_bytes: int = 1_000_000  # per cell
     memory_bytes: int | None = 8 * 2**30
+    # When the grader runs as root, each kernel runs as its own unprivileged user (uids from here on).
+    first_uid: int | None = 61000
+
+
+def separate_users_possible() -> bool:
+    """Kernels can run as users of their own only when the grader is root and other users can
+    reach this Python (its standard library and site-packages)."""
+    if os.getuid() != 0:
+        return False
+    import attention_course
+
+    for place in (sys.base_prefix, sys.prefix, os.path.dirname(attention_course.__file__)):
+        path = os.path.realpath(place)
+        while True:
+            if not os.stat(path).st_mode & stat.S_IXOTH:
+                return False
+            if path == os.path.dirname(path):
+                break
+            path = os.path.dirname(path)
+    return True
 
 
 class ForkedProcess:
@@ -72,11 +96,12 @@ class ForkedProcess:
 class ForkedKernelManager(AsyncKernelManager):
     zygote = Any()
     memory_bytes = Any(None)
+    uid = Any(None)
 
     async def _async_launch_kernel(self, kernel_cmd, **kw):
         argv = kernel_cmd[kernel_cmd.index("-f"):]  # the connection file and extra arguments
         pid = self.zygote.spawn(argv, cwd=kw.get("cwd") or os.getcwd(), env=dict(kw.get("env") or os.environ),
-                                memory_bytes=self.memory_bytes)
+                                memory_bytes=self.memory_bytes, uid=self.uid)
         provisioner = self.provisioner
         provisioner.process, provisioner.pid, provisioner.pgid = ForkedProcess(pid), pid, pid
         self._reconcile_connection_info(provisioner.connection_info)
@@ -108,6 +133,7 @@ class CappedClient(NotebookClient):
 
 
 NOT_RUN = "TestNotRun"
+_kernel_numbers = itertools.count()
 
 
 def mark_unfinished_tests(nb, reason: str) -> None:
@@ -116,6 +142,16 @@ def mark_unfinished_tests(nb, reason: str) -> None:
         if is_test_cell(cell) and not any(o.get("output_type") == "error" for o in cell.outputs):
             if cell.get("execution_count") is None:
                 cell.outputs.append(nbformat.v4.new_output("error", ename=NOT_RUN, evalue=reason, traceback=[f"{NOT_RUN}: {reason}"]))
+
+
+def _last_words(folder: str) -> str:
+    """The end of what a dead kernel wrote to its own log, to say why it died."""
+    try:
+        with open(os.path.join(folder, KERNEL_LOG), errors="replace") as log:
+            lines = [line.strip() for line in log.read()[-2000:].splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return f" (its last words: {lines[-1][:200]})" if lines else ""
 
 
 async def execute_notebook(nb, zygote, limits: Limits, files_from: str | None = None) -> str:
@@ -127,7 +163,9 @@ async def execute_notebook(nb, zygote, limits: Limits, files_from: str | None = 
     with tempfile.TemporaryDirectory(prefix="grading-") as scratch:
         if files_from:
             shutil.copytree(files_from, scratch, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.ipynb"))
-        km = ForkedKernelManager(zygote=zygote, memory_bytes=limits.memory_bytes, kernel_name="python3")
+        uid = None if limits.first_uid is None else limits.first_uid + next(_kernel_numbers) % 1000
+        km = ForkedKernelManager(zygote=zygote, memory_bytes=limits.memory_bytes, uid=uid, kernel_name="python3",
+                                 connection_file=os.path.join(scratch, ".kernel.json"))
         client = CappedClient(
             nb, km=km, timeout=limits.cell_seconds, allow_errors=True, interrupt_on_timeout=True,
             error_on_timeout={"ename": "CellTimeoutError", "evalue": f"the cell ran longer than {limits.cell_seconds} s",
@@ -148,6 +186,8 @@ async def execute_notebook(nb, zygote, limits: Limits, files_from: str | None = 
         finally:
             if km.has_kernel:
                 await km.shutdown_kernel(now=True)
+        if status != "ok":
+            status += _last_words(scratch)
     if status != "ok":
         mark_unfinished_tests(nb, status)
     too_long = f"the cell ran longer than {limits.cell_seconds} s and was interrupted"

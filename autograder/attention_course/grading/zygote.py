@@ -2,8 +2,8 @@
 imported once per grading run instead of once per notebook.
 
 ``python -m attention_course.grading.zygote`` imports the heavy modules, then reads one JSON
-request per line on stdin ({"argv", "cwd", "env", "memory_bytes"}) and forks an IPython kernel
-for each, answering {"pid": ...}. Every kernel serves one notebook and is discarded. The zygote
+request per line on stdin ({"argv", "cwd", "env", "memory_bytes", "uid"}) and forks an IPython
+kernel for each, answering {"pid": ...}. Run as root, each kernel gets a user id of its own. Every kernel serves one notebook and is discarded. The zygote
 never runs a notebook's code itself and never runs a parallel torch operation before forking.
 """
 
@@ -15,6 +15,11 @@ import signal
 import subprocess
 import sys
 import threading
+import traceback
+
+NOGROUP = 65534
+KERNEL_LOG = ".kernel.log"  # the kernel process's own stdout and stderr, in its folder
+FILE_BYTES = 256 * 2**20  # the largest file a kernel may write
 
 PRELOAD = (
     "torch",
@@ -42,23 +47,39 @@ def _become_kernel(request: dict) -> None:
     try:
         os.setsid()  # its own process group, so that a kill reaches whatever it spawns
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        uid = request.get("uid")
+        if uid is not None and os.getuid() == 0:
+            # A user of its own: it cannot write the grader's files, the submissions, or another
+            # kernel's folder. Its folder and connection file are handed over first.
+            connection_file = request["argv"][request["argv"].index("-f") + 1]
+            for path in (request["cwd"], connection_file):
+                os.chown(path, uid, NOGROUP)
+            os.chmod(request["cwd"], 0o700)
+            os.setgroups([])
+            os.setgid(NOGROUP)
+            os.setuid(uid)
+            os.environ.update(HOME=request["cwd"], MPLCONFIGDIR=request["cwd"], USER=f"student{uid}")
+        os.chdir(request["cwd"])
         if request.get("memory_bytes"):
             limit = int(request["memory_bytes"])
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        log = os.open(os.path.join(request["cwd"], KERNEL_LOG), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        for fd in (1, 2):
+            os.dup2(log, fd)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_BYTES, FILE_BYTES))
         from ipykernel.kernelapp import IPKernelApp
 
         sys.argv = ["ipykernel_launcher", *request["argv"]]
         app = IPKernelApp.instance()
         app.initialize(request["argv"])
         app.start()
-    finally:
-        os._exit(0)
+    except BaseException:
+        traceback.print_exc()  # into the kernel's log when it is open, else the zygote's stderr
+        os._exit(1)
+    os._exit(0)
 
 
 def serve() -> None:
@@ -90,8 +111,8 @@ class Zygote:
         if not ready:
             raise RuntimeError("the kernel zygote did not start")
 
-    def spawn(self, argv: list[str], cwd: str, env: dict, memory_bytes: int | None) -> int:
-        request = {"argv": argv, "cwd": str(cwd), "env": env, "memory_bytes": memory_bytes}
+    def spawn(self, argv: list[str], cwd: str, env: dict, memory_bytes: int | None, uid: int | None = None) -> int:
+        request = {"argv": argv, "cwd": str(cwd), "env": env, "memory_bytes": memory_bytes, "uid": uid}
         with self._lock:
             self._process.stdin.write(json.dumps(request) + "\n")
             answer = self._process.stdout.readline()
