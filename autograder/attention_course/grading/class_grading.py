@@ -190,6 +190,9 @@ def grade_class(root: Path, assignment: str, submissions: Path, workers: int | N
         notes.append(f"{relative}: changed while grading, by a student's code; restored")
     for student, status in statuses.items():
         results[student].status = status
+    for entry in entries:
+        if entry.repairs:
+            results[entry.student].status += "; repaired: " + ", ".join(entry.repairs)
 
     # Phase 3: nbgrader scores what ran, and stores the grades.
     preprocessors = "[" + ",".join(f"'{p}'" for p in AUTOGRADE_PREPROCESSORS) + "]"

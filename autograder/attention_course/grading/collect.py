@@ -10,7 +10,7 @@ first match wins; ``--id-pattern`` puts your own regular expressions, with a nam
 import re
 import shutil
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import nbformat
@@ -35,6 +35,7 @@ class Entry:
     origin: str  # the path inside SUBMISSIONS
     notebook: object | None  # the parsed notebook, None when unusable
     problem: str = ""  # why it cannot be graded, "" when it can
+    repairs: list[str] = field(default_factory=list)  # what was mended so that nbgrader can read it
 
 
 def student_id(relative_path: str, patterns: tuple[str, ...]) -> str | None:
@@ -111,6 +112,29 @@ def answer_ids(notebook) -> set[str]:
     return {grade_id(cell) for cell in notebook.cells if grade_id(cell)}
 
 
+def repair_cells(notebook, known_ids: set[str]) -> list[str]:
+    """Mend the cell metadata that stops nbgrader (0.9) with a KeyError instead of grading:
+    a grade id it does not know, a grade id twice (the last one keeps it), an emptied block.
+    A mended cell becomes an ordinary cell; a graded cell it stood for is put back by nbgrader."""
+    repairs, seen = [], set()
+    for cell in reversed(notebook.cells):
+        meta = cell.get("metadata", {})
+        if "nbgrader" not in meta:
+            continue
+        cell_id = meta["nbgrader"].get("grade_id") if isinstance(meta["nbgrader"], dict) else None
+        if cell_id in known_ids and cell_id not in seen:
+            seen.add(cell_id)
+            continue
+        del meta["nbgrader"]
+        if cell_id is None:
+            repairs.append("a cell's grading metadata was incomplete")
+        elif cell_id in seen:
+            repairs.append(f"cell {cell_id!r} was there twice (the last one is graded)")
+        else:
+            repairs.append(f"a cell had an unknown grade id {cell_id!r}")
+    return repairs[::-1]
+
+
 def collect(submissions: Path, assignment_ids: dict[str, set[str]], assignment: str,
             extra_patterns: tuple[str, ...] = (), scratch: Path | None = None) -> tuple[list[Entry], list[str]]:
     """The class's entries for ``assignment`` (one per student) and notes on files left aside.
@@ -141,7 +165,8 @@ def collect(submissions: Path, assignment_ids: dict[str, set[str]], assignment: 
                 notebook, problem = None, f"this is the notebook of {best}, not of {assignment}"
             elif mine == 0:
                 notebook, problem = None, f"none of {assignment}'s cells are in it (a different notebook, or its cells' metadata lost)"
-        by_student.setdefault(student, []).append(Entry(student, relative, notebook, problem))
+        repairs = repair_cells(notebook, assignment_ids[assignment]) if notebook is not None else []
+        by_student.setdefault(student, []).append(Entry(student, relative, notebook, problem, repairs))
     entries = []
     for student, candidates in sorted(by_student.items()):
         usable = [e for e in candidates if e.notebook is not None]

@@ -6,6 +6,7 @@ cell that did not run to completion carries an error, so it cannot earn points."
 import asyncio
 import itertools
 import os
+import re
 import shutil
 import signal
 import stat
@@ -145,13 +146,14 @@ def mark_unfinished_tests(nb, reason: str) -> None:
 
 
 def _last_words(folder: str) -> str:
-    """The end of what a dead kernel wrote to its own log, to say why it died."""
+    """The last error a dead kernel wrote to its own log, to say why it died."""
     try:
         with open(os.path.join(folder, KERNEL_LOG), errors="replace") as log:
-            lines = [line.strip() for line in log.read()[-2000:].splitlines() if line.strip()]
+            text = log.read()[-20_000:]
     except OSError:
         return ""
-    return f" (its last words: {lines[-1][:200]})" if lines else ""
+    errors = re.findall(r"^(?:Fatal Python error: .*|\w*(?:Error|Exception)\b.*)$", text, flags=re.MULTILINE)
+    return f" ({errors[-1].strip()[:200]})" if errors else ""
 
 
 async def execute_notebook(nb, zygote, limits: Limits, files_from: str | None = None) -> str:

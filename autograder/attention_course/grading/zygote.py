@@ -7,6 +7,7 @@ kernel for each, answering {"pid": ...}. Run as root, each kernel gets a user id
 never runs a notebook's code itself and never runs a parallel torch operation before forking.
 """
 
+import faulthandler
 import importlib
 import json
 import os
@@ -70,6 +71,7 @@ def _become_kernel(request: dict) -> None:
         for fd in (1, 2):
             os.dup2(log, fd)
         resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_BYTES, FILE_BYTES))
+        faulthandler.enable()  # a crash leaves its name in the log
         from ipykernel.kernelapp import IPKernelApp
 
         sys.argv = ["ipykernel_launcher", *request["argv"]]
