@@ -77,7 +77,7 @@ def robustness_class(original_of_solution: str) -> dict[str, bytes]:
         cell.pop("id", None)
     files["nbformat_4_0/causal_attention.ipynb"] = json.dumps(old).encode()
     files["endless_loop/causal_attention.ipynb"] = _text(_append(solved, "heads", "while True:\n    pass"))
-    files["sleeper/causal_attention.ipynb"] = _text(_append(solved, "test_q1a", "import time\ntime.sleep(10_000)"))
+    files["sleeper/causal_attention.ipynb"] = _text(_append(solved, "q1", "import time\ntime.sleep(10_000)"))
     files["dies/causal_attention.ipynb"] = _text(_append(solved, "attention", "import os\nos._exit(3)"))
     files["segfault/causal_attention.ipynb"] = _text(_append(solved, "attention", "import ctypes\nctypes.string_at(0)"))
     files["memory_hog/causal_attention.ipynb"] = _text(_append(solved, "attention", "hog = bytearray(64 * 2**30)"))

@@ -1,14 +1,11 @@
-"""A throwaway copy of the course directory, so that tests run nbgrader without touching the
-repository's own release/, submitted/ or gradebook."""
+"""The repository's course directory, and throwaway copies of it for tests that run nbgrader."""
 
-import shutil
 from pathlib import Path
+
+from attention_course.grading import course
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def copy_course(destination: Path) -> Path:
-    shutil.copy(ROOT / "nbgrader_config.py", destination)
-    for folder in ("source", "release"):
-        shutil.copytree(ROOT / folder, destination / folder)
-    return destination
+    return course.copy_course(ROOT, destination)

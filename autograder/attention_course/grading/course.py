@@ -1,5 +1,6 @@
 """The course directory (the repository root) and its assignments, as nbgrader sees them."""
 
+import shutil
 from pathlib import Path
 
 # Assignment id -> notebook name, fixed by the course design: graders, links and badges use them.
@@ -45,3 +46,13 @@ def assignment_of(notebook_name: str) -> str:
         if Path(name).stem in stem:
             return assignment
     raise ValueError(f"{notebook_name!r} is not one of the course's notebooks: {', '.join(ASSIGNMENTS.values())}")
+
+
+def copy_course(root: Path, destination: Path) -> Path:
+    """A working copy of the course directory (configuration, source/, release/), for grading
+    runs that must not touch the course's own gradebook and folders."""
+    destination.mkdir(parents=True, exist_ok=True)
+    shutil.copy(root / "nbgrader_config.py", destination)
+    for folder in ("source", "release"):
+        shutil.copytree(root / folder, destination / folder)
+    return destination
