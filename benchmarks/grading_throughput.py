@@ -63,8 +63,7 @@ def main() -> None:
             scratch = Path(scratch)
             make_class(root, assignment, args.students, scratch / "class")
             stock, new = copy_course(root, scratch / "stock"), copy_course(root, scratch / "new")
-            for course in (stock, new):
-                generate_release(course, assignment)
+            generate_release(stock, assignment)  # the new command registers the assignment itself, timed
             stock_seconds = stock_autograde(stock, assignment, scratch / "class")
             started = time.perf_counter()
             grade_class(new, assignment, scratch / "class", workers=args.workers)

@@ -12,7 +12,6 @@
 import asyncio
 import hashlib
 import os
-import shutil
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -21,7 +20,7 @@ from pathlib import Path
 import nbformat
 
 from attention_course.grading.cells import first_error, grade_id, is_test_cell
-from attention_course.grading.collect import answer_ids, collect, place, restore_originals, snapshot
+from attention_course.grading.collect import Entry, answer_ids, collect, place, restore_originals, snapshot
 from attention_course.grading.course import ASSIGNMENTS, source_notebook
 from attention_course.grading.example_class import generate_release, nbgrader
 from attention_course.grading.execute import Limits, execute_notebook, separate_users_possible
@@ -64,7 +63,7 @@ def _progress(total: int):
         return None
 
 
-async def _execute_all(jobs: list[tuple[str, Path, Path]], workers: int, limits: Limits) -> dict[str, str]:
+async def _execute_all(jobs: list[tuple[str, Path, Path]], workers: int, limits: Limits, zygote: Zygote) -> dict[str, str]:
     """Run each prepared notebook (student, prepared path, executed path); statuses by student."""
     statuses: dict[str, str] = {}
     pending = []
@@ -80,20 +79,19 @@ async def _execute_all(jobs: list[tuple[str, Path, Path]], workers: int, limits:
         return statuses
     bar = _progress(len(pending))
     semaphore = asyncio.Semaphore(workers)
-    with Zygote() as zygote:
 
-        async def run(student, prepared, executed, nb):
-            async with semaphore:
-                digest = _digest(nb)
-                status = await execute_notebook(nb, zygote, limits, files_from=str(prepared.parent))
-                nb.metadata[RUN_KEY] = {"digest": digest, "status": status}
-                executed.parent.mkdir(parents=True, exist_ok=True)
-                nbformat.write(nb, executed)
-                statuses[student] = status
-                if bar is not None:
-                    bar.update(1)
+    async def run(student, prepared, executed, nb):
+        async with semaphore:
+            digest = _digest(nb)
+            status = await execute_notebook(nb, zygote, limits, files_from=str(prepared.parent))
+            nb.metadata[RUN_KEY] = {"digest": digest, "status": status}
+            executed.parent.mkdir(parents=True, exist_ok=True)
+            nbformat.write(nb, executed)
+            statuses[student] = status
+            if bar is not None:
+                bar.update(1)
 
-        await asyncio.gather(*(run(*job) for job in pending))
+    await asyncio.gather(*(run(*job) for job in pending))
     if bar is not None:
         bar.close()
     return statuses
@@ -138,63 +136,40 @@ def _only(root: Path, assignment: str, batch: set[str]) -> list[str]:
     return [f"--CourseDirectory.student_id_exclude={','.join(others)}"] if others else []
 
 
-def grade_class(root: Path, assignment: str, submissions: Path, workers: int | None = None, limits: Limits = Limits(),
-                id_patterns: tuple[str, ...] = (), only_student: str | None = None) -> ClassResult:
-    started = time.perf_counter()
-    root = Path(root).resolve()
-    workers = workers or os.cpu_count() or 1
+def _register(root: Path, assignment: str, work: Path) -> None:
+    """Let nbgrader record the assignment's cells in its gradebook, unless it already has this source."""
+    digest = hashlib.sha256(source_notebook(root, assignment).read_bytes()).hexdigest()
+    marker = work / "registered-source.sha256"
+    if (root / "gradebook.db").is_file() and marker.is_file() and marker.read_text() == digest:
+        return
+    generate_release(root, assignment)
+    marker.write_text(digest)
+
+
+def _prepare(root: Path, assignment: str, entries: list[Entry], results: dict[str, StudentResult], selection: list[str],
+             work: Path) -> list[tuple[str, Path, Path]]:
+    """Phase 1: nbgrader's own sanitizing, nothing executed; the jobs for phase 2."""
     notebook_name = ASSIGNMENTS[assignment]
-    work = root / WORK / assignment
-    work.mkdir(parents=True, exist_ok=True)
-
-    generate_release(root, assignment)  # registers the assignment's cells in the gradebook
-    assignment_ids = {a: answer_ids(nbformat.read(source_notebook(root, a), as_version=4))
-                      for a in ASSIGNMENTS if source_notebook(root, a).is_file()}
-    originals = snapshot(Path(submissions))
-    entries, notes = collect(Path(submissions), assignment_ids, assignment, id_patterns, scratch=work)
-    if only_student:
-        entries = [e for e in entries if e.student == only_student]
-        if not entries:
-            raise ValueError(f"no submission from student {only_student!r} in {submissions}")
-    if not entries:
-        raise ValueError(f"no student notebooks found in {submissions}")
-    for entry in entries:
-        place(entry, root, assignment, notebook_name)
-    results = {e.student: StudentResult(e.student, e.origin, status=e.problem or "ok") for e in entries}
-
-    selection = _only(root, assignment, {e.student for e in entries})
-    # Phase 1: nbgrader's own sanitizing, nothing executed.
     try:
         nbgrader(root, "autograde", assignment, "--force", *selection, "--Autograde.autograde_preprocessors=[]")
     except RuntimeError:
         pass  # a notebook nbgrader cannot prepare is found below by its missing output
     jobs = []
     for entry in entries:
-        prepared = root / "autograded" / entry.student / assignment / notebook_name
         if entry.notebook is None:
             continue
+        prepared = root / "autograded" / entry.student / assignment / notebook_name
         if not prepared.is_file():
             results[entry.student].status = "nbgrader could not prepare the notebook (see nbgrader's log); scored 0"
-            shutil.rmtree(root / "submitted" / entry.student / assignment)
-            (root / "submitted" / entry.student / assignment).mkdir(parents=True)
+            place(replace(entry, notebook=None), root, assignment, notebook_name)
             continue
-        jobs.append((entry.student, prepared, executed_path(work / "executed", entry.student, assignment, Path(notebook_name).stem)))
+        executed = executed_path(work / "executed", entry.student, assignment, Path(notebook_name).stem)
+        jobs.append((entry.student, prepared, executed))
+    return jobs
 
-    if limits.first_uid is not None and not separate_users_possible():
-        limits = replace(limits, first_uid=None)
-        notes.append("kernels ran as the grading user (separate users need root and a Python that other users can "
-                     "read): student code could write the grader's files; submitted files are checked and restored")
-    os.environ.setdefault("NBGRADER_EXECUTION", "autograde")
-    statuses = asyncio.run(_execute_all(jobs, workers, limits))
-    for relative in restore_originals(Path(submissions), originals):
-        notes.append(f"{relative}: changed while grading, by a student's code; restored")
-    for student, status in statuses.items():
-        results[student].status = status
-    for entry in entries:
-        if entry.repairs:
-            results[entry.student].status += "; repaired: " + ", ".join(entry.repairs)
 
-    # Phase 3: nbgrader scores what ran, and stores the grades.
+def _store_grades(root: Path, assignment: str, entries: list[Entry], selection: list[str], work: Path) -> None:
+    """Phase 3: nbgrader scores what ran and stores the grades; then feedback and the export."""
     preprocessors = "[" + ",".join(f"'{p}'" for p in AUTOGRADE_PREPROCESSORS) + "]"
     os.environ[EXECUTED_ENV] = str(work / "executed")
     try:
@@ -202,18 +177,55 @@ def grade_class(root: Path, assignment: str, submissions: Path, workers: int | N
     finally:
         del os.environ[EXECUTED_ENV]
     for entry in entries:
-        if not (root / "submitted" / entry.student / assignment / notebook_name).is_file():
+        if not (root / "submitted" / entry.student / assignment / ASSIGNMENTS[assignment]).is_file():
             _record_zero(root, assignment, entry.student)
     nbgrader(root, "generate_feedback", assignment, "--force", *selection)
     nbgrader(root, "export", "--to", str(root / "grades.csv"))
 
+
+def _pass_rates(root: Path, assignment: str, students: list[StudentResult]) -> dict[str, tuple[int, int]]:
+    source = nbformat.read(source_notebook(root, assignment), as_version=4)
+    return {grade_id(cell): (sum(1 for r in students if grade_id(cell) not in r.lost), len(students))
+            for cell in source.cells if is_test_cell(cell)}
+
+
+def grade_class(root: Path, assignment: str, submissions: Path, workers: int | None = None, limits: Limits = Limits(),
+                id_patterns: tuple[str, ...] = (), only_student: str | None = None) -> ClassResult:
+    started = time.perf_counter()
+    root, submissions = Path(root).resolve(), Path(submissions)
+    workers = workers or os.cpu_count() or 1
+    work = root / WORK / assignment
+    work.mkdir(parents=True, exist_ok=True)
+    with Zygote() as zygote:  # it imports torch and transformers while nbgrader works
+        _register(root, assignment, work)
+        assignment_ids = {a: answer_ids(nbformat.read(source_notebook(root, a), as_version=4))
+                          for a in ASSIGNMENTS if source_notebook(root, a).is_file()}
+        originals = snapshot(submissions)
+        entries, notes = collect(submissions, assignment_ids, assignment, id_patterns, scratch=work)
+        if only_student:
+            entries = [e for e in entries if e.student == only_student]
+        if not entries:
+            raise ValueError(f"no notebook {'of ' + repr(only_student) + ' ' if only_student else ''}found in {submissions}")
+        for entry in entries:
+            place(entry, root, assignment, ASSIGNMENTS[assignment])
+        results = {e.student: StudentResult(e.student, e.origin, status=e.problem or "ok") for e in entries}
+        selection = _only(root, assignment, set(results))
+        jobs = _prepare(root, assignment, entries, results, selection, work)
+
+        if limits.first_uid is not None and not separate_users_possible():
+            limits = replace(limits, first_uid=None)
+            notes.append("kernels ran as the grading user (separate users need root and a Python that other users "
+                         "can read): student code could write the grader's files; submitted files are checked and restored")
+        os.environ.setdefault("NBGRADER_EXECUTION", "autograde")
+        statuses = asyncio.run(_execute_all(jobs, workers, limits, zygote))
+    notes += [f"{path}: changed while grading, by a student's code; restored" for path in restore_originals(submissions, originals)]
+    for student, status in statuses.items():
+        results[student].status = status
+    for entry in entries:
+        if entry.repairs:
+            results[entry.student].status += "; repaired: " + ", ".join(entry.repairs)
+
+    _store_grades(root, assignment, entries, selection, work)
     students = sorted(results.values(), key=lambda r: r.student)
     _scores(root, assignment, students)
-    items: dict[str, tuple[int, int]] = {}
-    source = nbformat.read(source_notebook(root, assignment), as_version=4)
-    for cell in source.cells:
-        if is_test_cell(cell):
-            graded = len(students)
-            failed = sum(1 for r in students if grade_id(cell) in r.lost)
-            items[grade_id(cell)] = (graded - failed, graded)
-    return ClassResult(assignment, students, notes, time.perf_counter() - started, items)
+    return ClassResult(assignment, students, notes, time.perf_counter() - started, _pass_rates(root, assignment, students))

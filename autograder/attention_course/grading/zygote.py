@@ -109,13 +109,19 @@ class Zygote:
             bufsize=1,
         )
         self._lock = threading.Lock()
-        ready = self._process.stdout.readline()
-        if not ready:
-            raise RuntimeError("the kernel zygote did not start")
+        self._ready = False
+
+    def _wait_until_ready(self) -> None:
+        """The zygote imports while the grader does other work; the first spawn waits for it."""
+        if not self._ready:
+            if not self._process.stdout.readline():
+                raise RuntimeError("the kernel zygote did not start")
+            self._ready = True
 
     def spawn(self, argv: list[str], cwd: str, env: dict, memory_bytes: int | None, uid: int | None = None) -> int:
         request = {"argv": argv, "cwd": str(cwd), "env": env, "memory_bytes": memory_bytes, "uid": uid}
         with self._lock:
+            self._wait_until_ready()
             self._process.stdin.write(json.dumps(request) + "\n")
             answer = self._process.stdout.readline()
         if not answer:
