@@ -9,7 +9,11 @@ TORCH ?= torch==2.13.0
 # nbgrader calls tools (alembic, jupyter) by name: they live beside the venv's python.
 RUN := PATH="$(abspath $(BIN)):$$PATH"
 
-.PHONY: setup example-class test clean
+# The oldest transformers the course supports (Colab's version varies), tested beside the newest.
+OLDEST_TRANSFORMERS ?= transformers==4.56.*
+OLD_VENV ?= .venv-oldest-transformers
+
+.PHONY: setup example-class test test-oldest-transformers clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -23,7 +27,13 @@ example-class: setup
 	$(RUN) $(BIN)/attention-course example-class
 
 test: setup
-	$(RUN) HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2
+	$(RUN) HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 --dist loadfile --durations=15
+
+test-oldest-transformers:
+	test -x $(OLD_VENV)/bin/python || $(PYTHON) -m venv $(OLD_VENV)
+	$(OLD_VENV)/bin/python -c "import torch" 2>/dev/null || $(OLD_VENV)/bin/python -m pip install -q "$(TORCH)"
+	$(OLD_VENV)/bin/python -m pip install -q -e ".[dev]" "$(OLDEST_TRANSFORMERS)"
+	PATH="$(abspath $(OLD_VENV)/bin):$$PATH" HF_HUB_OFFLINE=1 $(OLD_VENV)/bin/python -m pytest -n 2 -m "not notebook and not nbgrader"
 
 clean:
 	rm -rf submitted autograded feedback gradebook.db grades.csv
