@@ -1,6 +1,5 @@
 """attention_course/hf_compat.py: the transformers 4.56+ / 5.x differences."""
 
-import inspect
 from types import SimpleNamespace
 
 import pytest
@@ -8,16 +7,8 @@ import torch
 from transformers import GPT2Config
 
 from attention_course import models
-from attention_course.hf_compat import additive_causal_mask, cache_keys_values, use_eager_attention
+from attention_course.hf_compat import additive_causal_mask, cache_keys_values, forward_cache, use_eager_attention
 from attention_course.kernels import causal as ref
-
-
-def forward_cache(model, ids, cache=None):
-    """The cache a forward pass returns: ``cache`` in newer 5.x outputs, ``past_key_values`` before."""
-    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    kwargs = {} if cache is None else {name: cache}
-    out = model(ids, use_cache=True, **kwargs)
-    return out["cache"] if "cache" in out else out["past_key_values"]
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,8 @@
 """Hugging Face transformers 4.56+ and 5.x differences, handled here and nowhere else."""
 
+import contextlib
+import inspect
+
 import torch
 
 EAGER = "eager"
@@ -29,6 +32,41 @@ def gpt2_attention_layer_output(layer, x: torch.Tensor) -> torch.Tensor:
     length = x.shape[1]
     mask = additive_causal_mask(length, length, x.dtype, x.device)
     return layer(x, attention_mask=mask)[0]
+
+
+def forward_cache(model, input_ids: torch.Tensor, cache=None):
+    """A forward pass with caching, continuing ``cache`` if given; the cache it returns. Its keyword
+    and output field are ``cache`` in newer 5.x and ``past_key_values`` before. On the ``meta``
+    device (shapes only, no memory) rotary embeddings give shape-only cos/sin: 4.56's open an
+    autocast region, which ``meta`` does not support."""
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    with torch.no_grad(), _shape_only_rotary(model):
+        output = model(input_ids, use_cache=True, **({} if cache is None else {name: cache}))
+    return output["cache"] if "cache" in output else output["past_key_values"]
+
+
+@contextlib.contextmanager
+def _shape_only_rotary(model):
+    rotary = [m for m in model.modules() if type(m).__name__.endswith("RotaryEmbedding") and hasattr(m, "inv_freq")]
+    if not rotary or rotary[0].inv_freq.device.type != "meta":
+        yield
+        return
+
+    def shape_only(module):
+        def forward(x, position_ids):
+            shape = (*position_ids.shape, 2 * module.inv_freq.shape[0])
+            ones = torch.ones(shape, dtype=x.dtype, device=x.device)
+            return ones, ones
+
+        return forward
+
+    for module in rotary:
+        module.forward = shape_only(module)
+    try:
+        yield
+    finally:
+        for module in rotary:
+            del module.forward
 
 
 def cache_keys_values(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -422,17 +422,10 @@ def _real_models(seed: int):
     return [(hf_gpt2, 2, 11), (gpt2_half, 1, 5), (llama_model, 3, 7)]
 
 
-def forward_cache(model, input_ids: torch.Tensor):
-    """The cache a Hugging Face causal LM returns after a forward pass (transformers 4.56 and 5.x)."""
-    with torch.no_grad():
-        output = model(input_ids, use_cache=True)
-    return output["cache"] if "cache" in output else output["past_key_values"]
-
-
 def hf_cache_bytes(model, batch_size: int, seq_len: int) -> int:
     """Bytes held by the keys and values of a real Hugging Face cache after a forward pass over
     ``batch_size`` x ``seq_len`` tokens. On the ``meta`` device no memory is used, so big models count too."""
-    from attention_course.hf_compat import cache_keys_values
+    from attention_course.hf_compat import cache_keys_values, forward_cache
 
     device = next(model.parameters()).device
     ids = torch.zeros(batch_size, seq_len, dtype=torch.long, device=device)
