@@ -100,6 +100,7 @@ def _qkv_cases(thorough: bool, seed: int):
 
 
 def check_causal_mask(causal_mask, thorough: bool = False, seed: int = 0) -> None:
+    __tracebackhide__ = True
     what = "causal_mask"
     # (1, 1) last: there an inverted mask and a strict one look the same.
     sizes = [(4, 4), (3, 6), (1, 5), (1, 1)]
@@ -132,6 +133,7 @@ def check_causal_mask(causal_mask, thorough: bool = False, seed: int = 0) -> Non
 
 
 def check_attention_weights(attention_weights, thorough: bool = False, seed: int = 0) -> None:
+    __tracebackhide__ = True
     n_cases = 0
     for q, k, _ in _qkv_cases(thorough, seed):
         for causal in (True, False):
@@ -153,6 +155,7 @@ def check_attention_weights(attention_weights, thorough: bool = False, seed: int
 
 
 def check_attention(attention, thorough: bool = False, seed: int = 0) -> None:
+    __tracebackhide__ = True
     n_cases = 0
     for q, k, v in _qkv_cases(thorough, seed):
         for causal in (True, False):
@@ -173,6 +176,7 @@ def check_attention(attention, thorough: bool = False, seed: int = 0) -> None:
 
 
 def check_split_merge(split_heads, merge_heads, thorough: bool = False, seed: int = 0) -> None:
+    __tracebackhide__ = True
     generator = _generator(seed)
     shapes = [(2, 5, 12, 3), (1, 4, 8, 2)]
     if thorough:
@@ -255,6 +259,7 @@ def _gpt2_weights(width: int, generator: torch.Generator, dtype, device):
 
 
 def check_gpt2_attention(gpt2_attention, thorough: bool = False, seed: int = 0) -> None:
+    __tracebackhide__ = True
     generator = _generator(seed)
     shapes = [(2, 6, 16, 4), (1, 5, 12, 3)]
     if thorough:
@@ -281,6 +286,7 @@ def check_gpt2_attention(gpt2_attention, thorough: bool = False, seed: int = 0) 
 def _check_against_hugging_face(gpt2_attention, generator: torch.Generator) -> int:
     """The learner's layer equals Hugging Face's GPT2Attention with every parameter randomized
     (the reference in float64, the learner's layer in float32, a dtype of the contract)."""
+    __tracebackhide__ = True
     from transformers import GPT2Config
     from transformers.models.gpt2.modeling_gpt2 import GPT2Attention
 

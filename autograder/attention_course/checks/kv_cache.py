@@ -96,6 +96,7 @@ def _expect_cached(returned, expected: torch.Tensor, new: torch.Tensor, other: t
 
 
 def check_kv_cache(KVCache, thorough: bool = False, seed: int = 0) -> None:
+    __tracebackhide__ = True
     generator = torch.Generator().manual_seed(seed)
     n_cases = 0
     for device in _devices(thorough):
@@ -184,6 +185,7 @@ def _attention_cases(thorough: bool):
 
 
 def check_cached_gpt2_attention(cached_gpt2_attention, thorough: bool = False, seed: int = 0) -> None:
+    __tracebackhide__ = True
     generator = torch.Generator().manual_seed(seed)
     n_cases = 0
     for device in _devices(thorough):
@@ -217,6 +219,7 @@ def check_cached_gpt2_attention(cached_gpt2_attention, thorough: bool = False, s
 
 def _check_against_hugging_face(cached_gpt2_attention, generator: torch.Generator) -> int:
     """Prefill then one-token steps equal Hugging Face GPT2Attention over the whole sequence."""
+    __tracebackhide__ = True
     from transformers import GPT2Config
     from transformers.models.gpt2.modeling_gpt2 import GPT2Attention
 
@@ -288,6 +291,7 @@ def _generate_cases(thorough: bool):
 
 
 def check_greedy_generate(greedy_generate, thorough: bool = False, seed: int = 0) -> None:
+    __tracebackhide__ = True
     from attention_course.gpt2_forward import hf_greedy
 
     hf_model, decoder = _reference_model()
@@ -386,6 +390,7 @@ def _expect_bytes(answer, expected: int, case: str, mistakes: dict[int, str]) ->
 
 
 def check_kv_cache_bytes(kv_cache_bytes, thorough: bool = False, seed: int = 0) -> None:
+    __tracebackhide__ = True
     n_cases = 0
     for args in _bytes_cases(thorough):
         case = "kv_cache_bytes({}, {}, {}, {}, {}, {})".format(*args)
