@@ -216,6 +216,8 @@ def grade_class(root: Path, assignment: str, submissions: Path, workers: int | N
             limits = replace(limits, first_uid=None)
             notes.append("kernels ran as the grading user (separate users need root and a Python that other users "
                          "can read): student code could write the grader's files; submitted files are checked and restored")
+        if limits.threads is None:
+            limits = replace(limits, threads=max(1, (os.cpu_count() or 1) // workers))
         os.environ.setdefault("NBGRADER_EXECUTION", "autograde")
         statuses = asyncio.run(_execute_all(jobs, workers, limits, zygote))
     notes += [f"{path}: changed while grading, by a student's code; restored" for path in restore_originals(submissions, originals)]

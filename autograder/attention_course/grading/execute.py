@@ -32,6 +32,7 @@ class Limits:
     memory_bytes: int | None = 8 * 2**30
     # When the grader runs as root, each kernel runs as its own unprivileged user (uids from here on).
     first_uid: int | None = 61000
+    threads: int | None = None  # torch threads per kernel; grade_class shares the cores among its workers
 
 
 def separate_users_possible() -> bool:
@@ -98,11 +99,12 @@ class ForkedKernelManager(AsyncKernelManager):
     zygote = Any()
     memory_bytes = Any(None)
     uid = Any(None)
+    threads = Any(None)
 
     async def _async_launch_kernel(self, kernel_cmd, **kw):
         argv = kernel_cmd[kernel_cmd.index("-f"):]  # the connection file and extra arguments
         pid = self.zygote.spawn(argv, cwd=kw.get("cwd") or os.getcwd(), env=dict(kw.get("env") or os.environ),
-                                memory_bytes=self.memory_bytes, uid=self.uid)
+                                memory_bytes=self.memory_bytes, uid=self.uid, threads=self.threads)
         provisioner = self.provisioner
         provisioner.process, provisioner.pid, provisioner.pgid = ForkedProcess(pid), pid, pid
         self._reconcile_connection_info(provisioner.connection_info)
@@ -166,7 +168,8 @@ async def execute_notebook(nb, zygote, limits: Limits, files_from: str | None = 
         if files_from:
             shutil.copytree(files_from, scratch, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.ipynb"))
         uid = None if limits.first_uid is None else limits.first_uid + next(_kernel_numbers) % 1000
-        km = ForkedKernelManager(zygote=zygote, memory_bytes=limits.memory_bytes, uid=uid, kernel_name="python3",
+        km = ForkedKernelManager(zygote=zygote, memory_bytes=limits.memory_bytes, uid=uid, threads=limits.threads,
+                                 kernel_name="python3",
                                  connection_file=os.path.join(scratch, ".kernel.json"))
         client = CappedClient(
             nb, km=km, timeout=limits.cell_seconds, allow_errors=True, interrupt_on_timeout=True,

@@ -2,7 +2,7 @@
 imported once per grading run instead of once per notebook.
 
 ``python -m attention_course.grading.zygote`` imports the heavy modules, then reads one JSON
-request per line on stdin ({"argv", "cwd", "env", "memory_bytes", "uid"}) and forks an IPython
+request per line on stdin ({"argv", "cwd", "env", "memory_bytes", "uid", "threads"}) and forks an IPython
 kernel for each, answering {"pid": ...}. Run as root, each kernel gets a user id of its own. Every kernel serves one notebook and is discarded. The zygote
 never runs a notebook's code itself and never runs a parallel torch operation before forking.
 """
@@ -72,6 +72,10 @@ def _become_kernel(request: dict) -> None:
             os.dup2(log, fd)
         resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_BYTES, FILE_BYTES))
         faulthandler.enable()  # a crash leaves its name in the log
+        if request.get("threads"):
+            # Kernels running side by side share the cores: more threads than cores only thrash.
+            os.environ["OMP_NUM_THREADS"] = str(request["threads"])
+            sys.modules["torch"].set_num_threads(request["threads"])
         from ipykernel.kernelapp import IPKernelApp
 
         sys.argv = ["ipykernel_launcher", *request["argv"]]
@@ -118,8 +122,9 @@ class Zygote:
                 raise RuntimeError("the kernel zygote did not start")
             self._ready = True
 
-    def spawn(self, argv: list[str], cwd: str, env: dict, memory_bytes: int | None, uid: int | None = None) -> int:
-        request = {"argv": argv, "cwd": str(cwd), "env": env, "memory_bytes": memory_bytes, "uid": uid}
+    def spawn(self, argv: list[str], cwd: str, env: dict, memory_bytes: int | None, uid: int | None = None,
+              threads: int | None = None) -> int:
+        request = {"argv": argv, "cwd": str(cwd), "env": env, "memory_bytes": memory_bytes, "uid": uid, "threads": threads}
         with self._lock:
             self._wait_until_ready()
             self._process.stdin.write(json.dumps(request) + "\n")
