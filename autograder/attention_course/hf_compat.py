@@ -27,6 +27,21 @@ def additive_causal_mask(n_queries: int, n_keys: int, dtype: torch.dtype, device
     return blocked[None, None]  # [1, 1, Tq, Tk]
 
 
+def random_gpt2_attention_layer(n_embd: int, n_head: int, generator: torch.Generator, scale: float = 0.3):
+    """A bare Hugging Face ``GPT2Attention`` in float64 with every parameter drawn at random: fresh
+    modules start with zero biases, and an oracle with zero biases cannot see a forgotten bias."""
+    from transformers import GPT2Config
+    from transformers.models.gpt2.modeling_gpt2 import GPT2Attention
+
+    config = GPT2Config(n_embd=n_embd, n_head=n_head, n_positions=64, attn_pdrop=0.0, resid_pdrop=0.0)
+    use_eager_attention(config)
+    layer = GPT2Attention(config, layer_idx=0).double().eval()
+    with torch.no_grad():
+        for parameter in layer.parameters():
+            parameter.copy_(scale * torch.randn(parameter.shape, generator=generator, dtype=torch.float64))
+    return layer
+
+
 def gpt2_attention_layer_output(layer, x: torch.Tensor) -> torch.Tensor:
     """Causal self-attention output of a bare Hugging Face ``GPT2Attention`` on x [B, T, D]."""
     length = x.shape[1]

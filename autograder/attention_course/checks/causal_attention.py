@@ -287,17 +287,10 @@ def _check_against_hugging_face(gpt2_attention, generator: torch.Generator) -> i
     """The learner's layer equals Hugging Face's GPT2Attention with every parameter randomized
     (the reference in float64, the learner's layer in float32, a dtype of the contract)."""
     __tracebackhide__ = True
-    from transformers import GPT2Config
-    from transformers.models.gpt2.modeling_gpt2 import GPT2Attention
+    from attention_course.hf_compat import gpt2_attention_layer_output, random_gpt2_attention_layer
 
-    from attention_course.hf_compat import gpt2_attention_layer_output, use_eager_attention
-
-    config = GPT2Config(n_embd=48, n_head=6, n_positions=64, attn_pdrop=0.0, resid_pdrop=0.0)
-    use_eager_attention(config)
-    layer = GPT2Attention(config, layer_idx=0).double().eval()
+    layer = random_gpt2_attention_layer(48, 6, generator)
     with torch.no_grad():
-        for parameter in layer.parameters():
-            parameter.copy_(0.3 * torch.randn(parameter.shape, generator=generator, dtype=torch.float64))
         x = torch.randn(2, 10, 48, generator=generator, dtype=torch.float64)
         expected = gpt2_attention_layer_output(layer, x)
     case = "gpt2_attention vs Hugging Face GPT2Attention (same weights, float32)"
