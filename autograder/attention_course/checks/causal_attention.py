@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from attention_course.checks.diagnosis import call, expect_close, expect_value_error, passed
+from attention_course.checks.diagnosis import call, devices, dtypes, expect_close, expect_value_error, passed
 from attention_course.kernels import causal as ref
 
 FUTURE_LEAK = "no causal mask: queries attend to future keys (future tokens leak into the past)"
@@ -20,14 +20,6 @@ WRONG_AXIS = "softmax over the wrong axis: normalize over the keys (dim=-1), so 
 MASK_ZERO = "masked scores were set to 0 instead of -inf: exp(0) = 1 still gives future keys weight"
 MASK_AFTER = "the mask was applied after the softmax: rows no longer sum to 1; fill masked scores with -inf before it"
 CAUSAL_IGNORED = "causal=False must give full attention over every key, but the output is masked"
-
-
-def _devices(thorough: bool) -> list[str]:
-    return ["cpu", "cuda"] if thorough and torch.cuda.is_available() else ["cpu"]
-
-
-def _dtypes(thorough: bool) -> list[torch.dtype]:
-    return [torch.float32, torch.float16, torch.bfloat16] if thorough else [torch.float32]
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -90,8 +82,8 @@ def _weights_mistakes(q, k, causal):
 
 def _qkv_cases(thorough: bool, seed: int):
     generator = _generator(seed)
-    for device in _devices(thorough):
-        for dtype in _dtypes(thorough):
+    for device in devices(thorough):
+        for dtype in dtypes(thorough):
             for lead, n_queries, n_keys, d in _qk_shapes(thorough):
                 q = torch.randn(*lead, n_queries, d, generator=generator, dtype=torch.float64)
                 k = torch.randn(*lead, n_keys, d, generator=generator, dtype=torch.float64)
@@ -125,11 +117,11 @@ def check_causal_mask(causal_mask, thorough: bool = False, seed: int = 0) -> Non
                 ),
             },
         )
-    for device in _devices(thorough):
+    for device in devices(thorough):
         mask = call(causal_mask, 3, 4, device=device, what=f"{what}(3, 4, device={device!r})")
         expect_close(mask, ref.causal_mask(3, 4, device=device), f"{what}(3, 4, device={device!r})")
     expect_value_error(causal_mask, 5, 3, what=f"{what}(5, 3)", problem="more queries than keys")
-    passed(what, len(sizes) + len(_devices(thorough)) + 1)
+    passed(what, len(sizes) + len(devices(thorough)) + 1)
 
 
 def check_attention_weights(attention_weights, thorough: bool = False, seed: int = 0) -> None:
@@ -181,7 +173,7 @@ def check_split_merge(split_heads, merge_heads, thorough: bool = False, seed: in
     shapes = [(2, 5, 12, 3), (1, 4, 8, 2)]
     if thorough:
         shapes += [(3, 7, 64, 4), (1, 1, 6, 6), (2, 3, 8, 1)]
-    for device in _devices(thorough):
+    for device in devices(thorough):
         for batch, length, width, n_heads in shapes:
             x = torch.randn(batch, length, width, generator=generator).to(device)
             head_dim = width // n_heads
@@ -211,7 +203,7 @@ def check_split_merge(split_heads, merge_heads, thorough: bool = False, seed: in
                 },
             )
             expect_close(call(merge_heads, ref.split_heads(x, n_heads), what=case), x, "merge_heads(split_heads(x))")
-    passed("split_heads / merge_heads", 3 * len(shapes) * len(_devices(thorough)))
+    passed("split_heads / merge_heads", 3 * len(shapes) * len(devices(thorough)))
 
 
 def _gpt2_variant(x, w_attn, b_attn, w_proj, b_proj, n_heads, order="qkv", split="ok", scale="sqrt", axis=-1,
@@ -265,8 +257,8 @@ def check_gpt2_attention(gpt2_attention, thorough: bool = False, seed: int = 0) 
     if thorough:
         shapes += [(3, 9, 32, 8), (1, 1, 8, 2), (2, 12, 24, 1)]
     n_cases = 0
-    for device in _devices(thorough):
-        for dtype in _dtypes(thorough):
+    for device in devices(thorough):
+        for dtype in dtypes(thorough):
             for batch, length, width, n_heads in shapes:
                 x = torch.randn(batch, length, width, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
                 weights = _gpt2_weights(width, generator, dtype, device)

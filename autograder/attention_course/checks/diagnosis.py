@@ -21,6 +21,16 @@ LOW_PRECISION = (torch.float16, torch.bfloat16)
 Mistakes = Callable[[], Mapping[str, torch.Tensor]]
 
 
+def devices(thorough: bool) -> list[str]:
+    """Where checks run: the CPU, and the GPU too in thorough (hidden) checks when there is one."""
+    return ["cpu", "cuda"] if thorough and torch.cuda.is_available() else ["cpu"]
+
+
+def dtypes(thorough: bool) -> list[torch.dtype]:
+    """Which dtypes checks run in: float32, and the half-precision types in thorough checks."""
+    return [torch.float32, torch.float16, torch.bfloat16] if thorough else [torch.float32]
+
+
 def close(actual: torch.Tensor, expected: torch.Tensor) -> bool:
     __tracebackhide__ = True
     if actual.shape != expected.shape:

@@ -10,7 +10,7 @@ import numbers
 import torch
 
 from attention_course.checks.causal_attention import FUTURE_LEAK, NO_SCALE, STRICT, _gpt2_weights, _weights_variant
-from attention_course.checks.diagnosis import call, expect_close, expect_tensor, expect_value_error, passed
+from attention_course.checks.diagnosis import call, devices, dtypes, expect_close, expect_tensor, expect_value_error, passed
 from attention_course.kernels import causal as causal_ref
 from attention_course.kernels import kv_cache as ref
 
@@ -56,14 +56,6 @@ NO_BYTES = "this counts elements, not bytes: multiply by bytes_per_element"
 BITS = "this is in bits (x8): bytes_per_element already counts bytes"
 
 
-def _devices(thorough: bool) -> list[str]:
-    return ["cpu", "cuda"] if thorough and torch.cuda.is_available() else ["cpu"]
-
-
-def _dtypes(thorough: bool) -> list[torch.dtype]:
-    return [torch.float32, torch.float16, torch.bfloat16] if thorough else [torch.float32]
-
-
 def _storage(t: torch.Tensor) -> tuple[int, int]:
     storage = t.untyped_storage()
     return storage.data_ptr(), storage.nbytes()
@@ -99,8 +91,8 @@ def check_kv_cache(KVCache, thorough: bool = False, seed: int = 0) -> None:
     __tracebackhide__ = True
     generator = torch.Generator().manual_seed(seed)
     n_cases = 0
-    for device in _devices(thorough):
-        for dtype in _dtypes(thorough):
+    for device in devices(thorough):
+        for dtype in dtypes(thorough):
             for batch, kv_heads, head_dim, max_len, chunks in _cache_cases(thorough):
                 name = f"KVCache({batch}, {kv_heads}, {head_dim}, {max_len}, dtype={dtype}, device={device!r})"
                 cache = call(KVCache, batch, kv_heads, head_dim, max_len, dtype=dtype, device=device, what=name)
@@ -188,8 +180,8 @@ def check_cached_gpt2_attention(cached_gpt2_attention, thorough: bool = False, s
     __tracebackhide__ = True
     generator = torch.Generator().manual_seed(seed)
     n_cases = 0
-    for device in _devices(thorough):
-        for dtype in _dtypes(thorough):
+    for device in devices(thorough):
+        for dtype in dtypes(thorough):
             for batch, width, n_heads, chunks in _attention_cases(thorough):
                 total = sum(chunks)
                 x = torch.randn(batch, total, width, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
