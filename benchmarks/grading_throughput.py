@@ -18,7 +18,7 @@ import nbformat
 from attention_course.examples import build_submission, students_of
 from attention_course.grading.class_grading import grade_class
 from attention_course.grading.course import ASSIGNMENTS, assignments_in, copy_course, find_course_root, release_notebook, source_notebook
-from attention_course.grading.example_class import generate_release, nbgrader
+from attention_course.grading.nbgrader_steps import generate_release, nbgrader
 
 
 def make_class(root: Path, assignment: str, n_students: int, folder: Path) -> None:

@@ -130,10 +130,10 @@ def graded(tmp_path_factory):
     return course, hand_in, before, limits, first
 
 
-pytestmark_slow = pytest.mark.nbgrader
+slow = pytest.mark.nbgrader
 
 
-@pytestmark_slow
+@slow
 def test_every_student_gets_a_score_and_a_status(graded):
     _, _, _, _, result = graded
     by = {r.student: r for r in result.students}
@@ -170,13 +170,13 @@ def test_every_student_gets_a_score_and_a_status(graded):
     assert by["retyped_cell"].score == 20
 
 
-@pytestmark_slow
+@slow
 def test_the_submitted_files_are_never_changed(graded):
     _, hand_in, before, _, _ = graded
     assert _digests(hand_in) == before
 
 
-@pytestmark_slow
+@slow
 def test_nbgrader_keeps_the_grades_and_exports_them(graded):
     import csv
 
@@ -187,7 +187,7 @@ def test_nbgrader_keeps_the_grades_and_exports_them(graded):
     assert (course / "feedback" / "no_scale" / ASSIGNMENT / "causal_attention.html").is_file()
 
 
-@pytestmark_slow
+@slow
 def test_grading_again_gives_the_same_grades_without_duplicates(graded):
     from attention_course.grading.class_grading import grade_class
     from nbgrader.api import Gradebook
@@ -199,7 +199,7 @@ def test_grading_again_gives_the_same_grades_without_duplicates(graded):
         assert len(gradebook.assignment_submissions(ASSIGNMENT)) == len(first.students)
 
 
-@pytestmark_slow
+@slow
 def test_one_student_can_be_regraded(graded):
     from attention_course.grading.class_grading import grade_class
 
@@ -209,14 +209,14 @@ def test_one_student_can_be_regraded(graded):
     path.write_text(fixed)
     again = grade_class(course, ASSIGNMENT, hand_in, workers=2, limits=limits, only_student="no_scale")
     assert [(r.student, r.score) for r in again.students] == [("no_scale", 20)]
-    from attention_course.grading.class_grading import _scores, StudentResult
+    from attention_course.grading.nbgrader_steps import stored_grades
 
-    others = [StudentResult(r.student, r.origin) for r in first.students if r.student != "no_scale"]
-    _scores(course, ASSIGNMENT, others)
-    assert {r.student: r.score for r in others} == {r.student: r.score for r in first.students if r.student != "no_scale"}
+    others = [r for r in first.students if r.student != "no_scale"]
+    stored = stored_grades(course, ASSIGNMENT, [r.student for r in others])
+    assert {student: score for student, (score, _, _) in stored.items()} == {r.student: r.score for r in others}
 
 
-@pytestmark_slow
+@slow
 def test_summary_and_figure(graded, tmp_path):
     from attention_course.grading.summary import render, save_figure
 

@@ -8,7 +8,7 @@ import pytest
 
 from attention_course.grading.cells import is_solution_cell
 from attention_course.grading.course import assignments_in, release_notebook, source_notebook
-from attention_course.grading.example_class import generate_release, nbgrader
+from attention_course.grading.nbgrader_steps import generate_release, nbgrader
 from course_copy import ROOT, copy_course
 
 ASSIGNMENTS = assignments_in(ROOT)

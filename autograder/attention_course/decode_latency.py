@@ -10,8 +10,8 @@ That time over ``n_new`` is the cost of one decode step at contexts ``context - 
 ``context``, with everything the loop does per step (Python, kernel launches, argmax, concatenation)
 and nothing of the prefill, whose cost at long contexts would drown the steps' in noise. The median
 of ``repeats`` runs after a warm-up run; cached and uncached runs of a context side by side, in one run.
-The clock is ``timing.synchronize`` and ``time.perf_counter``, as in ``timing.seconds_per_call``, which
-cannot be used as is: it would time the prefill too.
+The clock is ``time.perf_counter`` read after ``timing.synchronize``: timing whole calls would time
+the prefill too.
 """
 
 import math

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import nbformat
 
-from attention_course.grading.cells import first_error, grade_id, is_test_cell
+from attention_course.grading.cells import grade_id, is_test_cell
 from attention_course.grading.collect import Entry, answer_ids, collect, place, restore_originals, snapshot
 from attention_course.grading.course import ASSIGNMENTS, source_notebook
-from attention_course.grading.example_class import generate_release, nbgrader
 from attention_course.grading.execute import Limits, execute_notebook, separate_users_possible
-from attention_course.grading.nbgrader_plugin import AUTOGRADE_PREPROCESSORS, EXECUTED_ENV, executed_path
+from attention_course.grading.nbgrader_plugin import AUTOGRADE_PREPROCESSORS, EXECUTED_ENV, code_of, executed_path
+from attention_course.grading.nbgrader_steps import generate_release, nbgrader, stored_grades
 from attention_course.grading.zygote import Zygote
 
 WORK = ".grading"
@@ -51,7 +51,7 @@ class ClassResult:
 
 
 def _digest(nb) -> str:
-    return hashlib.sha256("\x00".join(c.source for c in nb.cells if c.cell_type == "code").encode()).hexdigest()
+    return hashlib.sha256("\x00".join(code_of(nb)).encode()).hexdigest()
 
 
 def _progress(total: int):
@@ -109,25 +109,6 @@ def _record_zero(root: Path, assignment: str, student: str) -> None:
             for grade in notebook.grades:
                 grade.auto_score, grade.manual_score, grade.needs_manual_grade = 0, None, False
         gradebook.db.commit()
-
-
-def _scores(root: Path, assignment: str, students: list[StudentResult]) -> None:
-    from nbgrader.api import Gradebook
-
-    notebook_name = ASSIGNMENTS[assignment]
-    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
-        for result in students:
-            submission = gradebook.find_submission(assignment, result.student)
-            result.score, result.max_score = submission.score, submission.max_score
-            autograded = root / "autograded" / result.student / assignment / notebook_name
-            errors = {}
-            if autograded.is_file():
-                nb = nbformat.read(autograded, as_version=4)
-                errors = {grade_id(c): first_error(c) for c in nb.cells if is_test_cell(c)}
-            for notebook in submission.notebooks:
-                for grade in notebook.grades:
-                    if grade.score < grade.max_score:
-                        result.lost[grade.name] = errors.get(grade.name) or "no notebook"
 
 
 def _only(root: Path, assignment: str, batch: set[str]) -> list[str]:
@@ -229,5 +210,7 @@ def grade_class(root: Path, assignment: str, submissions: Path, workers: int | N
 
     _store_grades(root, assignment, entries, selection, work)
     students = sorted(results.values(), key=lambda r: r.student)
-    _scores(root, assignment, students)
+    grades = stored_grades(root, assignment, [r.student for r in students])
+    for result in students:
+        result.score, result.max_score, result.lost = grades[result.student]
     return ClassResult(assignment, students, notes, time.perf_counter() - started, _pass_rates(root, assignment, students))

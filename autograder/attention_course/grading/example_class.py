@@ -1,30 +1,14 @@
 """The main job: generate the student versions with nbgrader, hand in the example class,
 autograde it, write feedback, export grades, and print what each example scored and why."""
 
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 
 from attention_course.examples import Student, build_submission, students_of
-from attention_course.grading.cells import first_error, grade_id, is_test_cell
 from attention_course.grading.course import ASSIGNMENTS, assignments_in, release_notebook, source_notebook
-
-
-def nbgrader(root: Path, *args: str) -> str:
-    """Run an nbgrader command in the course directory, with this Python's tools on PATH; its output."""
-    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    completed = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=root, env=env, capture_output=True, text=True)
-    if completed.returncode:
-        raise RuntimeError(f"nbgrader {' '.join(args)} failed:\n{completed.stdout[-3000:]}{completed.stderr[-3000:]}")
-    return completed.stdout + completed.stderr
-
-
-def generate_release(root: Path, assignment: str) -> None:
-    nbgrader(root, "generate_assignment", assignment, "--force")
+from attention_course.grading.nbgrader_steps import generate_release, nbgrader, stored_grades
 
 
 def hand_in(root: Path, assignment: str, students: list[Student]) -> None:
@@ -51,19 +35,9 @@ class ExampleResult:
         )
 
 
-def collect(root: Path, assignment: str, students: list[Student]) -> list[ExampleResult]:
-    from nbgrader.api import Gradebook
-
-    results = []
-    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
-        for student in students:
-            submission = gradebook.find_submission(assignment, student.name)
-            autograded = nbformat.read(root / "autograded" / student.name / assignment / ASSIGNMENTS[assignment], as_version=4)
-            errors = {grade_id(cell): first_error(cell) for cell in autograded.cells if is_test_cell(cell)}
-            notebook = submission.notebooks[0]
-            lost = {grade.name: errors.get(grade.name, "") for grade in notebook.grades if grade.score < grade.max_score}
-            results.append(ExampleResult(assignment, student, submission.score, submission.max_score, lost))
-    return results
+def results_of(root: Path, assignment: str, students: list[Student]) -> list[ExampleResult]:
+    grades = stored_grades(root, assignment, [student.name for student in students])
+    return [ExampleResult(assignment, student, *grades[student.name]) for student in students]
 
 
 def render(results: list[ExampleResult]) -> str:
@@ -91,7 +65,7 @@ def run_example_class(root: Path, assignments: list[str] | None = None) -> list[
         hand_in(root, assignment, students)
         nbgrader(root, "autograde", assignment, "--force")
         nbgrader(root, "generate_feedback", assignment, "--force")
-        results += collect(root, assignment, students)
+        results += results_of(root, assignment, students)
     nbgrader(root, "export", "--to", str(root / "grades.csv"))
     print(render(results))
     print(f"\nFeedback: {root / 'feedback'}/<student>/<assignment>/*.html   Grades: {root / 'grades.csv'}")
