@@ -15,7 +15,8 @@ from transformers import GPT2Config, LlamaConfig, LlamaForCausalLM
 from transformers.models.gpt2.modeling_gpt2 import GPT2Attention
 
 from attention_course.hf_compat import forward_cache
-from attention_course.checks.kv_cache import hf_cache_bytes, llama2_7b_config, meta_model, query_key_products
+from attention_course.checks.kv_cache import query_key_products
+from attention_course.model_configs import hf_cache_bytes, llama2_7b_config, meta_model
 from attention_course.gpt2_forward import GPT2Decoder, hf_greedy
 from attention_course.hf_compat import cache_keys_values, gpt2_attention_layer_output, use_eager_attention
 from attention_course.kernels.causal import gpt2_attention

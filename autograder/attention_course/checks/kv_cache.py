@@ -13,6 +13,7 @@ from attention_course.checks.causal_attention import FUTURE_LEAK, NO_SCALE, STRI
 from attention_course.checks.diagnosis import call, devices, dtypes, expect_close, expect_tensor, expect_value_error, passed
 from attention_course.kernels import causal as causal_ref
 from attention_course.kernels import kv_cache as ref
+from attention_course.model_configs import hf_cache_bytes, llama2_7b_config, meta_model  # noqa: F401 (test cells use them)
 
 NOT_APPENDED = (
     "cache not appended: update returned only the new keys/values. It must keep the earlier positions and "
@@ -410,33 +411,6 @@ def _real_models(seed: int):
 
     gpt2_half = local_gpt2(seed=seed, device="cpu", n_layer=3, n_head=2, n_embd=32, n_positions=32).model.half()
     return [(hf_gpt2, 2, 11), (gpt2_half, 1, 5), (llama_model, 3, 7)]
-
-
-def hf_cache_bytes(model, batch_size: int, seq_len: int) -> int:
-    """Bytes held by the keys and values of a real Hugging Face cache after a forward pass over
-    ``batch_size`` x ``seq_len`` tokens. On the ``meta`` device no memory is used, so big models count too."""
-    from attention_course.hf_compat import cache_keys_values, forward_cache
-
-    device = next(model.parameters()).device
-    ids = torch.zeros(batch_size, seq_len, dtype=torch.long, device=device)
-    cache = forward_cache(model, ids)
-    return sum(t.numel() * t.element_size() for kv in cache_keys_values(cache) for t in kv)
-
-
-def meta_model(config, dtype=torch.float32):
-    """A Hugging Face causal LM with the config's shapes on the ``meta`` device: no weights, no memory."""
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config).to(dtype).eval()
-
-
-def llama2_7b_config():
-    """Llama-2-7B's published configuration (meta-llama/Llama-2-7b-hf config.json)."""
-    from transformers import LlamaConfig
-
-    return LlamaConfig(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                       num_attention_heads=32, num_key_value_heads=32, head_dim=128, max_position_embeddings=4096)
 
 
 def query_key_products(n_tokens: int, use_cache: bool) -> int:
