@@ -91,3 +91,30 @@ def cache_keys_values(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     if hasattr(cache, "key_cache"):  # DynamicCache before the per-layer refactor
         return list(zip(cache.key_cache, cache.value_cache))
     return [(k, v) for k, v in cache]  # legacy tuple of (k, v) tuples
+
+
+def random_llama_attention_layer(d_model: int, n_heads: int, n_kv_heads: int, bias: bool, generator: torch.Generator,
+                                 scale: float = 0.3):
+    """A bare Hugging Face ``LlamaAttention`` (H query heads, G key/value heads) in float64 with every
+    parameter drawn at random, biases included when ``bias``."""
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaAttention
+
+    config = LlamaConfig(hidden_size=d_model, num_attention_heads=n_heads, num_key_value_heads=n_kv_heads,
+                         head_dim=d_model // n_heads, attention_bias=bias, attention_dropout=0.0)
+    use_eager_attention(config)
+    layer = LlamaAttention(config, layer_idx=0).double().eval()
+    with torch.no_grad():
+        for parameter in layer.parameters():
+            parameter.copy_(scale * torch.randn(parameter.shape, generator=generator, dtype=torch.float64))
+    return layer
+
+
+def llama_attention_layer_output(layer, x: torch.Tensor) -> torch.Tensor:
+    """Causal self-attention output of a bare ``LlamaAttention`` on x [B, T, D] with rotary
+    embeddings made the identity (cos = 1, sin = 0): what the course's MQA/GQA layers compute."""
+    batch, length, _ = x.shape
+    shape = (batch, length, layer.head_dim)
+    identity_rotary = (torch.ones(shape, dtype=x.dtype, device=x.device), torch.zeros(shape, dtype=x.dtype, device=x.device))
+    mask = additive_causal_mask(length, length, x.dtype, x.device)
+    return layer(x, identity_rotary, mask)[0]
