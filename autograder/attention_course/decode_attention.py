@@ -1,0 +1,284 @@
+"""One decode step of attention (one new query per head against a cache of T positions) for MHA,
+GQA and MQA: its time, the bytes it reads, and the memory each way of computing it allocates.
+
+Shared by lesson 03 (MHA vs MQA against context), lesson 04 (repeat_kv vs no-copy, peak memory)
+and ``benchmarks/decode_attention.py`` (all variants side by side).
+
+How a point is measured: for every number of key/value heads G the step gets its own inputs,
+q [B, H, 1, d] and k, v [B, G, T, d] (random: attention's cost does not depend on the values).
+A real decode step reads each layer's cache once, between reads of the other layers' caches and
+weights, so the cache comes from main memory, not from the processor's caches. To time that, and
+not a cache that stays hot because the same small tensors are read again and again, each
+configuration holds enough copies ("layers") to fill ``working_set`` bytes and every call reads
+the next one. A sample is the mean time of enough calls to last ``min_seconds``; after a warm-up,
+the samples of all configurations are taken in turns (round robin), so that a slower moment of a
+shared machine falls on all of them alike, and each point is the median of ``repeats`` samples.
+The clock is ``time.perf_counter`` read after ``timing.synchronize`` (the GPU is waited for).
+"""
+
+import math
+import statistics
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from attention_course.kernels.causal import attention
+from attention_course.kernels.gqa import gqa_attention, repeat_kv
+from attention_course.kernels.kv_cache import kv_cache_bytes
+from attention_course.timing import synchronize
+
+PATHS = {
+    "grouped": "gqa_attention: a group's query heads as the rows of one matrix product (no copy of k, v)",
+    "repeat_kv": "repeat_kv, then attention per query head (k, v copied H/G times; none for MHA)",
+    "broadcast": "q viewed [B, G, H/G, 1, d] @ k [B, G, 1, d, T] (torch.matmul copies the broadcast k)",
+    "sdpa": "F.scaled_dot_product_attention(q, k, v, enable_gqa=True), PyTorch's fused kernel",
+}
+
+
+def variant(n_heads: int, n_kv_heads: int) -> str:
+    """'MHA' (G = H), 'MQA' (G = 1) or 'GQA-G'."""
+    if n_kv_heads == n_heads:
+        return "MHA"
+    if n_kv_heads == 1:
+        return "MQA"
+    return f"GQA-{n_kv_heads}"
+
+
+def layer_cache_bytes(batch: int, n_kv_heads: int, head_dim: int, context: int, dtype: torch.dtype) -> int:
+    """Bytes of one layer's keys and values at ``context`` positions: what a decode step reads."""
+    return kv_cache_bytes(batch, 1, n_kv_heads, head_dim, context, dtype.itemsize)
+
+
+def _broadcast_attention(q, k, v):
+    batch, n_heads, n_queries, head_dim = q.shape
+    n_kv_heads = k.shape[1]
+    q = q.view(batch, n_kv_heads, n_heads // n_kv_heads, n_queries, head_dim)  # [B, G, H/G, 1, d]
+    scores = q @ k[:, :, None].transpose(-2, -1) * head_dim**-0.5  # k [B, G, 1, d, T] broadcast: copied H/G times
+    weights = torch.softmax(scores, dim=-1)
+    return (weights @ v[:, :, None]).view(batch, n_heads, n_queries, v.shape[-1])
+
+
+def _repeat_kv_attention(q, k, v):
+    n_rep = q.shape[1] // k.shape[1]
+    if n_rep > 1:  # as Hugging Face's repeat_kv: nothing to repeat for MHA
+        k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
+    return attention(q, k, v, causal=False)
+
+
+def decode_step(path: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The decode step of ``path`` (a key of PATHS): (q [B, H, 1, d], k, v [B, G, T, d]) -> [B, H, 1, d].
+    The one new query is the last position, so it may see every cached key: no mask."""
+    steps = {
+        "grouped": lambda q, k, v: gqa_attention(q, k, v, causal=False),
+        "repeat_kv": _repeat_kv_attention,
+        "broadcast": _broadcast_attention,
+        "sdpa": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, enable_gqa=k.shape[1] != q.shape[1]),
+    }
+    if path not in steps:
+        raise ValueError(f"unknown path {path!r}: one of {', '.join(PATHS)}")
+    return steps[path]
+
+
+def decode_inputs(batch: int, n_heads: int, n_kv_heads: int, context: int, head_dim: int, dtype=torch.float32,
+                  device=None, generator: torch.Generator | None = None):
+    """q [B, H, 1, d] and k, v [B, G, T, d], random, made on ``device``."""
+    if n_kv_heads < 1 or n_heads % n_kv_heads:
+        raise ValueError(f"n_heads={n_heads} is not divisible by n_kv_heads={n_kv_heads}")
+    generator = generator or torch.Generator().manual_seed(0)
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    device_generator = torch.Generator(device=device or "cpu").manual_seed(seed)
+    make = lambda *shape: torch.randn(shape, generator=device_generator, device=device, dtype=dtype)  # noqa: E731
+    return make(batch, n_heads, 1, head_dim), make(batch, n_kv_heads, context, head_dim), make(batch, n_kv_heads, context, head_dim)
+
+
+@dataclass(frozen=True)
+class DecodePoint:
+    context: int  # cached positions T the new query attends to
+    n_heads: int  # H query heads
+    n_kv_heads: int  # G key/value heads
+    head_dim: int
+    batch: int
+    path: str  # a key of PATHS
+    seconds: float  # one layer's decode-step attention, median
+    cache_bytes: int  # one layer's keys and values: what the step reads
+
+    @property
+    def variant(self) -> str:
+        return variant(self.n_heads, self.n_kv_heads)
+
+    @property
+    def bandwidth(self) -> float:
+        """Cache bytes read per second (the step also reads q and writes its output, little next to the cache)."""
+        return self.cache_bytes / self.seconds if self.seconds > 0 else math.inf
+
+
+def tolerance(dtype: torch.dtype) -> dict:
+    return {torch.float16: dict(rtol=2e-3, atol=2e-3), torch.bfloat16: dict(rtol=2e-2, atol=2e-2)}.get(
+        dtype, dict(rtol=1e-4, atol=1e-5))
+
+
+def measure_decode_attention(
+    n_heads: int,
+    kv_heads: Sequence[int],
+    contexts: Sequence[int],
+    head_dim: int = 128,
+    batch: int = 1,
+    dtype: torch.dtype = torch.float32,
+    device=None,
+    paths: Sequence[str] = ("grouped",),
+    repeats: int = 5,
+    min_seconds: float = 0.01,
+    working_set: int = 128 * 2**20,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> list[DecodePoint]:
+    """One DecodePoint per context, G and path, measured side by side (see the module's docstring).
+    Every path's output is checked against the grouped kernel's before it is timed."""
+    device = torch.device(device or "cpu")
+    for path in paths:
+        decode_step(path)  # unknown names fail before anything is measured
+    generator = torch.Generator().manual_seed(seed)
+    points = []
+    for context in contexts:
+        configs = []  # (G, path, step, list of (q, k, v) copies)
+        for n_kv_heads in kv_heads:
+            nbytes = layer_cache_bytes(batch, n_kv_heads, head_dim, context, dtype)
+            copies = [decode_inputs(batch, n_heads, n_kv_heads, context, head_dim, dtype, device, generator)
+                      for _ in range(max(1, math.ceil(working_set / nbytes)))]
+            with torch.no_grad():
+                expected = gqa_attention(*copies[0], causal=False)
+                for path in paths:
+                    step = decode_step(path)
+                    torch.testing.assert_close(step(*copies[0]), expected, **tolerance(dtype),
+                                               msg=lambda m: f"{path}, G={n_kv_heads}, T={context}: {m}")
+                    configs.append((n_kv_heads, path, step, copies))
+        times, calls, cursor = {}, {}, {}
+        with torch.no_grad():
+            for n_kv_heads, path, step, copies in configs:  # warm-up, and how many calls make a sample
+                key = n_kv_heads, path
+                cursor[key] = 0
+                one = _time_calls(step, copies, cursor, key, min(len(copies), 8), device)
+                calls[key] = max(1, math.ceil(min_seconds / max(one, 1e-9)))
+            for _ in range(repeats):
+                for n_kv_heads, path, step, copies in configs:
+                    key = n_kv_heads, path
+                    times.setdefault(key, []).append(_time_calls(step, copies, cursor, key, calls[key], device))
+        for n_kv_heads, path, _, _ in configs:
+            point = DecodePoint(context, n_heads, n_kv_heads, head_dim, batch, path,
+                                statistics.median(times[n_kv_heads, path]),
+                                layer_cache_bytes(batch, n_kv_heads, head_dim, context, dtype))
+            points.append(point)
+            if progress:
+                progress(f"  T={context:>6} {point.variant:>7} {path:>9}: {1e3 * point.seconds:9.4f} ms per step")
+        del configs
+    return points
+
+
+def _time_calls(step, copies, cursor, key, n: int, device) -> float:
+    """Seconds per call of n calls, each on the next copy of the inputs (cursor[key] remembers where)."""
+    start = cursor[key]
+    synchronize(device)
+    started = time.perf_counter()
+    for i in range(start, start + n):
+        step(*copies[i % len(copies)])
+    synchronize(device)
+    elapsed = time.perf_counter() - started
+    cursor[key] = (start + n) % len(copies)
+    return elapsed / n
+
+
+def ratios_to_mha(points: Sequence[DecodePoint]) -> dict[tuple[int, int, str], float]:
+    """(context, G, path) -> MHA's time over this point's time, for the same context and path (> 1: faster than MHA)."""
+    mha = {(p.context, p.path): p.seconds for p in points if p.n_kv_heads == p.n_heads}
+    return {(p.context, p.n_kv_heads, p.path): mha[p.context, p.path] / p.seconds
+            for p in points if (p.context, p.path) in mha}
+
+
+def format_table(points: Sequence[DecodePoint]) -> str:
+    """One row per context and G: cache bytes and their ratio to MHA's, then per path the time per
+    step and MHA's time over it, then the cache bytes read per second by the first path."""
+    paths = list(dict.fromkeys(p.path for p in points))
+    rows = list(dict.fromkeys((p.context, p.n_kv_heads) for p in points))
+    by_key = {(p.context, p.n_kv_heads, p.path): p for p in points}
+    mha_bytes = {p.context: p.cache_bytes for p in points if p.n_kv_heads == p.n_heads}
+    ratio = ratios_to_mha(points)
+    header = f"{'context':>7} {'variant':>7} {'G':>3} {'cache bytes':>13} {'MHA/this':>8}"
+    for path in paths:
+        header += f" | {path + ' ms':>13} {'MHA/this':>8}"
+    header += f" | {paths[0] + ' GB/s':>12}"
+    lines = [header, "-" * len(header)]
+    for context, n_kv_heads in rows:
+        first = by_key[context, n_kv_heads, paths[0]]
+        bytes_ratio = f"{mha_bytes[context] / first.cache_bytes:.2f}x" if context in mha_bytes else "-"
+        line = f"{context:>7} {first.variant:>7} {n_kv_heads:>3} {first.cache_bytes:>13} {bytes_ratio:>8}"
+        for path in paths:
+            p = by_key[context, n_kv_heads, path]
+            r = ratio.get((context, n_kv_heads, path))
+            line += f" | {1e3 * p.seconds:>13.4f} {(f'{r:.2f}x' if r is not None else '-'):>8}"
+        line += f" | {first.bandwidth / 1e9:>12.2f}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+class _LiveBytes(TorchDispatchMode):
+    """Bytes of the tensor storages that PyTorch operations create while active (not views of their
+    inputs) and that are still alive, and their peak. Buffers that an operation allocates and frees
+    inside itself are not seen (a fused kernel's workspace, say)."""
+
+    def __init__(self):
+        super().__init__()
+        self.live = self.peak = 0
+        self.counted = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        output = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in _tensors(args) + _tensors(list((kwargs or {}).values()))}
+        for tensor in _tensors(output):
+            storage = tensor.untyped_storage()
+            key, nbytes = storage.data_ptr(), storage.nbytes()
+            if key in inputs or key in self.counted or nbytes == 0:
+                continue  # a view or an in-place result, or counted already
+            self.counted.add(key)
+            self.live += nbytes
+            weakref.finalize(storage, self._freed, key, nbytes)
+        self.peak = max(self.peak, self.live)
+        return output
+
+    def _freed(self, key, nbytes):
+        self.counted.discard(key)
+        self.live -= nbytes
+
+
+def _tensors(tree) -> list[torch.Tensor]:
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    if isinstance(tree, list | tuple):
+        return [t for item in tree for t in _tensors(item)]
+    return []
+
+
+def peak_memory(fn: Callable, *args, device=None) -> int:
+    """Peak bytes that ``fn(*args)`` allocates beyond what exists before it (its output included).
+    CUDA: the caching allocator's own peak statistic. CPU: a dispatch mode that adds up the storages
+    each operation creates and subtracts them when they are freed; args must already exist."""
+    device = torch.device(device or "cpu")
+    with torch.no_grad():
+        if device.type == "cuda":
+            synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
+            output = fn(*args)
+            synchronize(device)
+            peak = torch.cuda.max_memory_allocated(device) - before
+        else:
+            mode = _LiveBytes()
+            with mode:
+                output = fn(*args)
+            peak = mode.peak
+    del output
+    return peak
