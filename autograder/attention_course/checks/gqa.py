@@ -330,22 +330,22 @@ def _check_cached(module, x, expected, name, n_kv, head_dim, dtype, device) -> i
 # ----------------------------------------------------------------------------------------------
 
 
-def _kv_params_mistakes(d_model: int, n_heads: int, n_kv_heads: int, bias: bool) -> dict[int, str]:
+def _kv_params_mistakes(d_model: int, n_heads: int, n_kv_heads: int, bias: bool) -> dict[str, int]:
+    """Mistake -> the wrong count it gives (two mistakes may give the same number)."""
     head_dim = d_model // n_heads
     kv_width = n_kv_heads * head_dim
     right = ref.kv_projection_params(d_model, n_heads, n_kv_heads, bias)
     found = {
-        2 * d_model * d_model // n_kv_heads + (2 * kv_width if bias else 0): SEED_GQA_PARAMS,
-        2 * n_kv_heads * head_dim * head_dim + (2 * kv_width if bias else 0): SEED_PARAMS,  # named first where they agree
-        right // 2: ONE_PROJECTION,
+        SEED_PARAMS: 2 * n_kv_heads * head_dim * head_dim + (2 * kv_width if bias else 0),
+        SEED_GQA_PARAMS: 2 * d_model * d_model // n_kv_heads + (2 * kv_width if bias else 0),
+        ONE_PROJECTION: right // 2,
     }
     if n_kv_heads != n_heads:
-        found[ref.kv_projection_params(d_model, n_heads, n_heads, bias)] = KV_PARAMS_MHA
+        found[KV_PARAMS_MHA] = ref.kv_projection_params(d_model, n_heads, n_heads, bias)
     if bias:
-        found[ref.kv_projection_params(d_model, n_heads, n_kv_heads, False)] = BIAS_MISSED
-        found[2 * (d_model * kv_width + d_model)] = BIAS_WIDE
-    found.pop(right, None)  # where a mistake happens to give the right number, it is not one
-    return found
+        found[BIAS_MISSED] = ref.kv_projection_params(d_model, n_heads, n_kv_heads, False)
+        found[BIAS_WIDE] = 2 * (d_model * kv_width + d_model)
+    return {message: value for message, value in found.items() if value != right}
 
 
 def check_kv_projection_params(kv_projection_params, thorough: bool = False, seed: int = 0) -> None:
@@ -359,6 +359,7 @@ def check_kv_projection_params(kv_projection_params, thorough: bool = False, see
             head_dim, n_kv = (int(torch.randint(1, 9, (1,), generator=generator)) * 8, int(torch.randint(1, 5, (1,), generator=generator)))
             per_group = int(torch.randint(1, 5, (1,), generator=generator))
             configs.append((head_dim * n_kv * per_group, n_kv * per_group, n_kv, bool(torch.randint(0, 2, (1,), generator=generator))))
+    failures = []  # (case, answer, expected, the mistakes that explain the answer)
     for d_model, n_heads, n_kv, bias in configs:
         case = f"kv_projection_params({d_model}, {n_heads}, {n_kv}, bias={bias})"
         answer = call(kv_projection_params, d_model, n_heads, n_kv, bias=bias, what=case)
@@ -366,8 +367,18 @@ def check_kv_projection_params(kv_projection_params, thorough: bool = False, see
         if isinstance(answer, bool) or not isinstance(answer, int | torch.Tensor) or int(answer) != answer:
             raise AssertionError(f"{case} should return an int, got {answer!r}")
         if int(answer) != expected:
-            why = _kv_params_mistakes(d_model, n_heads, n_kv, bias).get(int(answer), "")
-            raise AssertionError(f"{case} = {int(answer):,}, but a real LlamaAttention with these shapes has {expected:,}. {why}".rstrip())
+            explained = [m for m, value in _kv_params_mistakes(d_model, n_heads, n_kv, bias).items() if value == int(answer)]
+            failures.append((case, int(answer), expected, explained))
+    if failures:
+        # One formula answers every configuration: name the mistake that explains most wrong answers,
+        # shown on the first configuration it explains.
+        named = [m for *_, explained in failures for m in explained]
+        if named:
+            mistake = max(dict.fromkeys(named), key=named.count)
+            case, answer, expected, _ = next(f for f in failures if mistake in f[3])
+        else:
+            mistake, (case, answer, expected, _) = "", failures[0]
+        raise AssertionError(f"{case} = {answer:,}, but a real LlamaAttention with these shapes has {expected:,}. {mistake}".rstrip())
     passed("kv_projection_params", len(configs))
 
 
