@@ -21,7 +21,8 @@ import time
 import torch
 
 from attention_course.decode_attention import (PATHS, decode_inputs, decode_step, format_table, measure_decode_attention,
-                                               peak_memory, ratios_to_mha, variant)
+                                               ratios_to_mha, variant)
+from attention_course.memory import peak_memory
 from attention_course.runtime import default_device
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

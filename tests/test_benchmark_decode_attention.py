@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from attention_course.decode_attention import (PATHS, DecodePoint, decode_inputs, decode_step, format_table,
-                                               layer_cache_bytes, measure_decode_attention, peak_memory, ratios_to_mha)
+                                               layer_cache_bytes, measure_decode_attention, ratios_to_mha)
+from attention_course.memory import peak_memory
 from course_copy import ROOT
 
 ROW = re.compile(r"^\s*(\d+)\s+(MHA|MQA|GQA-\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)x((?:\s+\|\s+[\d.]+\s+[\d.]+x)+)\s+\|\s+([\d.]+|inf)$",

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from torch.nn.attention.bias import causal_lower_right
 from torch.testing import assert_close
 
-from attention_course.checks.gqa import _Allocations
 from attention_course.hf_compat import llama_attention_layer_output, random_llama_attention_layer
 from attention_course.kernels.causal import attention, gpt2_attention
 from attention_course.kernels.gqa import (
@@ -28,6 +27,7 @@ from attention_course.kernels.gqa import (
 )
 from attention_course.kernels.kv_cache import KVCache
 from attention_course.kernels.mqa import MultiQueryAttention, mqa_attention
+from attention_course.memory import NewStorages
 from attention_course.model_configs import meta_llama_attention, projection_params
 
 TOL = {torch.float32: dict(atol=2e-5, rtol=1e-4), torch.float16: dict(atol=4e-3, rtol=4e-3), torch.bfloat16: dict(atol=3e-2, rtol=3e-2)}
@@ -103,9 +103,9 @@ def test_h_not_divisible_by_g_raises():
 def test_mqa_and_gqa_make_no_copy_of_k_while_broadcast_matmul_does():
     q, k, v = qkv(2, 8, 1, 4, 512, 64, dtype=torch.float32)
     copy = k.numel() * k.element_size() * 8
-    with _Allocations() as ours:
+    with NewStorages() as ours:
         mqa_attention(q, k, v)
-    with _Allocations() as broadcast:
+    with NewStorages() as broadcast:
         attention(q, k, v)  # q @ k^T with k's head axis broadcast: torch.matmul materializes it
     assert ours.largest[0] < copy / 8
     assert broadcast.largest[0] >= copy

@@ -1,7 +1,6 @@
 """Self-grading takes the instructor's test cells whatever the student did to theirs, and never
 changes the submitted file."""
 
-import copy
 import hashlib
 
 import nbformat

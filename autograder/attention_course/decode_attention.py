@@ -19,13 +19,11 @@ The clock is ``time.perf_counter`` read after ``timing.synchronize`` (the GPU is
 import math
 import statistics
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from attention_course.kernels.causal import attention
 from attention_course.kernels.gqa import gqa_attention, repeat_kv
@@ -223,62 +221,3 @@ def format_table(points: Sequence[DecodePoint]) -> str:
         line += f" | {first.bandwidth / 1e9:>12.2f}"
         lines.append(line)
     return "\n".join(lines)
-
-
-class _LiveBytes(TorchDispatchMode):
-    """Bytes of the tensor storages that PyTorch operations create while active (not views of their
-    inputs) and that are still alive, and their peak. Buffers that an operation allocates and frees
-    inside itself are not seen (a fused kernel's workspace, say)."""
-
-    def __init__(self):
-        super().__init__()
-        self.live = self.peak = 0
-        self.counted = set()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        output = func(*args, **(kwargs or {}))
-        inputs = {t.untyped_storage().data_ptr() for t in _tensors(args) + _tensors(list((kwargs or {}).values()))}
-        for tensor in _tensors(output):
-            storage = tensor.untyped_storage()
-            key, nbytes = storage.data_ptr(), storage.nbytes()
-            if key in inputs or key in self.counted or nbytes == 0:
-                continue  # a view or an in-place result, or counted already
-            self.counted.add(key)
-            self.live += nbytes
-            weakref.finalize(storage, self._freed, key, nbytes)
-        self.peak = max(self.peak, self.live)
-        return output
-
-    def _freed(self, key, nbytes):
-        self.counted.discard(key)
-        self.live -= nbytes
-
-
-def _tensors(tree) -> list[torch.Tensor]:
-    if isinstance(tree, torch.Tensor):
-        return [tree]
-    if isinstance(tree, list | tuple):
-        return [t for item in tree for t in _tensors(item)]
-    return []
-
-
-def peak_memory(fn: Callable, *args, device=None) -> int:
-    """Peak bytes that ``fn(*args)`` allocates beyond what exists before it (its output included).
-    CUDA: the caching allocator's own peak statistic. CPU: a dispatch mode that adds up the storages
-    each operation creates and subtracts them when they are freed; args must already exist."""
-    device = torch.device(device or "cpu")
-    with torch.no_grad():
-        if device.type == "cuda":
-            synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            before = torch.cuda.memory_allocated(device)
-            output = fn(*args)
-            synchronize(device)
-            peak = torch.cuda.max_memory_allocated(device) - before
-        else:
-            mode = _LiveBytes()
-            with mode:
-                output = fn(*args)
-            peak = mode.peak
-    del output
-    return peak

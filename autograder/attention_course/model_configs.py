@@ -73,7 +73,7 @@ PUBLISHED = {
     "Mistral-7B": mistral_7b_config,
     "Falcon-7B": falcon_7b_config,
 }
-"""The real models of the lessons' plots and the quizzes, in the order they appeared (2019-2024)."""
+"""The real models of the lessons' plots and the quizzes."""
 
 
 def meta_model(config, dtype=torch.float32):

@@ -4,12 +4,12 @@ bfloat16, CUDA when present, ``scaled_dot_product_attention(enable_gqa=True)`` a
 ``LlamaAttention`` (identity rotary embeddings, every parameter randomized) as oracles."""
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from attention_course.checks.causal_attention import FUTURE_LEAK, NO_SCALE, TOP_LEFT, _weights_variant
 from attention_course.checks.diagnosis import call, devices, dtypes, expect_close, expect_value_error, passed
 from attention_course.kernels import gqa as ref
 from attention_course.kernels.kv_cache import KVCache
+from attention_course.memory import NewStorages
 from attention_course.model_configs import meta_llama_attention, projection_params
 
 MODULO = (
@@ -142,33 +142,6 @@ def check_gqa_attention(gqa_attention, thorough: bool = False, seed: int = 0) ->
     passed("gqa_attention", n_cases + 1)
 
 
-class _Allocations(TorchDispatchMode):
-    """The biggest new tensor storage each PyTorch operation creates while active."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest = (0, "")
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        output = func(*args, **(kwargs or {}))
-        inputs = {t.untyped_storage().data_ptr() for t in _tensors(args) + _tensors(kwargs)}
-        for tensor in _tensors(output):
-            nbytes = tensor.untyped_storage().nbytes()
-            if tensor.untyped_storage().data_ptr() not in inputs and nbytes > self.largest[0]:
-                self.largest = (nbytes, str(func.overloadpacket.__name__))
-        return output
-
-
-def _tensors(tree) -> list[torch.Tensor]:
-    if isinstance(tree, torch.Tensor):
-        return [tree]
-    if isinstance(tree, dict):
-        tree = list(tree.values())
-    if isinstance(tree, list | tuple):
-        return [t for item in tree for t in _tensors(item)]
-    return []
-
-
 def check_no_kv_copy(fn, name: str, n_kv_heads: int) -> None:
     """One decode-like call (4 queries per head, 512 keys of 64 numbers): no operation may allocate
     as much as half an H/G-fold copy of k, while the scores need 16 times less. Only memory is
@@ -179,7 +152,7 @@ def check_no_kv_copy(fn, name: str, n_kv_heads: int) -> None:
     q = torch.randn(batch, n_heads, n_queries, head_dim, generator=generator)
     k, v = (torch.randn(batch, n_kv_heads, n_keys, head_dim, generator=generator) for _ in "kv")
     case = f"{name}(q{tuple(q.shape)}, k{tuple(k.shape)}, v{tuple(v.shape)})"
-    allocations = _Allocations()
+    allocations = NewStorages()
     with allocations:
         output = call(fn, q, k, v, causal=True, what=case)
     if not isinstance(output, torch.Tensor) or output.shape != q.shape:

@@ -1,0 +1,71 @@
+"""What a piece of PyTorch code allocates: the new tensor storages its operations create (not views
+of their inputs), how many bytes of them are alive at the peak, and the biggest single one. Used by
+the no-copy checks of 03/04 and the decode-attention measurements of the lessons and benchmark."""
+
+import weakref
+from collections.abc import Callable
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from attention_course.timing import synchronize
+
+
+class NewStorages(TorchDispatchMode):
+    """While active: ``live`` and ``peak`` bytes of the storages operations create and that are still
+    alive, and ``largest`` = (bytes, operation) of the biggest one. Buffers that an operation
+    allocates and frees inside itself are not seen (a fused kernel's workspace, say)."""
+
+    def __init__(self):
+        super().__init__()
+        self.live = self.peak = 0
+        self.largest = (0, "")
+        self.counted = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        output = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in _tensors(args) + _tensors(list((kwargs or {}).values()))}
+        for tensor in _tensors(output):
+            storage = tensor.untyped_storage()
+            key, nbytes = storage.data_ptr(), storage.nbytes()
+            if key in inputs or key in self.counted or nbytes == 0:
+                continue  # a view or an in-place result, or counted already
+            self.counted.add(key)
+            self.live += nbytes
+            self.largest = max(self.largest, (nbytes, func.overloadpacket.__name__))
+            weakref.finalize(storage, self._freed, key, nbytes)
+        self.peak = max(self.peak, self.live)
+        return output
+
+    def _freed(self, key, nbytes):
+        self.counted.discard(key)
+        self.live -= nbytes
+
+
+def _tensors(tree) -> list[torch.Tensor]:
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    if isinstance(tree, list | tuple):
+        return [t for item in tree for t in _tensors(item)]
+    return []
+
+
+def peak_memory(fn: Callable, *args, device=None) -> int:
+    """Peak bytes that ``fn(*args)`` allocates beyond what exists before it (its output included).
+    CUDA: the caching allocator's own peak statistic. CPU: ``NewStorages``; args must already exist."""
+    device = torch.device(device or "cpu")
+    with torch.no_grad():
+        if device.type == "cuda":
+            synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
+            output = fn(*args)
+            synchronize(device)
+            peak = torch.cuda.max_memory_allocated(device) - before
+        else:
+            mode = NewStorages()
+            with mode:
+                output = fn(*args)
+            peak = mode.peak
+    del output
+    return peak
