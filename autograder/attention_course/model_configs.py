@@ -129,3 +129,14 @@ def meta_llama_attention(d_model: int, n_heads: int, n_kv_heads: int, bias: bool
 def projection_params(layer, *names: str) -> int:
     """Parameters (weights and biases) of the named projections of an attention layer."""
     return sum(p.numel() for name in names for p in getattr(layer, name).parameters())
+
+
+def llama_cache_bytes(batch_size: int, n_layers: int, n_kv_heads: int, head_dim: int, seq_len: int, dtype) -> int:
+    """Bytes of the cache a real Hugging Face Llama with these cache shapes returns after a forward
+    pass (on the ``meta`` device, two query heads per key/value head, tiny vocabulary and MLP)."""
+    from transformers import LlamaConfig
+
+    config = LlamaConfig(vocab_size=16, hidden_size=2 * n_kv_heads * head_dim, intermediate_size=16,
+                         num_hidden_layers=n_layers, num_attention_heads=2 * n_kv_heads, num_key_value_heads=n_kv_heads,
+                         head_dim=head_dim, max_position_embeddings=max(seq_len, 16))
+    return hf_cache_bytes(meta_model(config, dtype), batch_size, seq_len)
