@@ -57,10 +57,13 @@ def test_grades_are_exported(graded_class):
         assert exported[(r.assignment, r.student.name)] == r.score
 
 
-@pytest.mark.parametrize("student", ["solution", "untouched", "no_scale", "top_left_mask"])
-def test_self_grading_agrees_with_nbgrader(graded_class, student):
+@pytest.mark.parametrize("assignment,student", [
+    ("01_causal_attention", "solution"), ("01_causal_attention", "untouched"), ("01_causal_attention", "no_scale"),
+    ("01_causal_attention", "top_left_mask"), ("02_kv_cache", "top_left_prefill"), ("03_mqa", "shared_queries"),
+    ("04_gqa", "modulo_groups"), ("05_quiz", "seed_cache_formula"),
+])
+def test_self_grading_agrees_with_nbgrader(graded_class, assignment, student):
     course, results = graded_class
-    assignment = "01_causal_attention"
     nbgrader_result = next(r for r in results if r.assignment == assignment and r.student.name == student)
     submitted = course / "submitted" / student / assignment / ASSIGNMENTS[assignment]
     report = grade_notebook(submitted, course / "source" / assignment / ASSIGNMENTS[assignment])

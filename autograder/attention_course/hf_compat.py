@@ -36,6 +36,10 @@ def random_gpt2_attention_layer(n_embd: int, n_head: int, generator: torch.Gener
     config = GPT2Config(n_embd=n_embd, n_head=n_head, n_positions=64, attn_pdrop=0.0, resid_pdrop=0.0)
     use_eager_attention(config)
     layer = GPT2Attention(config, layer_idx=0).double().eval()
+    return _randomized(layer, generator, scale)
+
+
+def _randomized(layer, generator: torch.Generator, scale: float):
     with torch.no_grad():
         for parameter in layer.parameters():
             parameter.copy_(scale * torch.randn(parameter.shape, generator=generator, dtype=torch.float64))
@@ -104,10 +108,7 @@ def random_llama_attention_layer(d_model: int, n_heads: int, n_kv_heads: int, bi
                          head_dim=d_model // n_heads, attention_bias=bias, attention_dropout=0.0)
     use_eager_attention(config)
     layer = LlamaAttention(config, layer_idx=0).double().eval()
-    with torch.no_grad():
-        for parameter in layer.parameters():
-            parameter.copy_(scale * torch.randn(parameter.shape, generator=generator, dtype=torch.float64))
-    return layer
+    return _randomized(layer, generator, scale)
 
 
 def llama_attention_layer_output(layer, x: torch.Tensor) -> torch.Tensor:
