@@ -31,14 +31,14 @@ STUDENTS = [
         "modulo_groups",
         "query head h paired with key/value group h % G (heads folded as [B, H/G, G, ...])",
         (
-            Replace("gqa_attention", "rows = q.reshape(batch, n_kv_heads, per_group * n_queries, head_dim)",
+            Replace("gqa_attention", "rows = q.reshape(batch, n_kv_heads, per_group * n_queries, head_dim)  # [B, G, (H/G)*Tq, d]: a group's queries as rows",
                     "rows = q.reshape(batch, per_group, n_kv_heads, n_queries, head_dim).transpose(1, 2)"
-                    ".reshape(batch, n_kv_heads, per_group * n_queries, head_dim)"),
+                    ".reshape(batch, n_kv_heads, per_group * n_queries, head_dim)  # heads h, h + G, ... as one group"),
             Replace("gqa_attention", "scores = scores.view(batch, n_heads, n_queries, n_keys)  # [B, H, Tq, Tk]",
-                    "scores = scores.view(batch, n_kv_heads, per_group, n_queries, n_keys)"),
-            Replace("gqa_attention", "y = weights.view(batch, n_kv_heads, per_group * n_queries, n_keys) @ v",
-                    "y = weights.view(batch, n_kv_heads, per_group * n_queries, n_keys) @ v\n"
-                    "    y = y.view(batch, n_kv_heads, per_group, n_queries, head_dim).transpose(1, 2)"),
+                    "scores = scores.view(batch, n_kv_heads, per_group, n_queries, n_keys)  # [B, G, H/G, Tq, Tk]"),
+            Replace("gqa_attention", "y = weights.view(batch, n_kv_heads, per_group * n_queries, n_keys) @ v  # [B, G, (H/G)*Tq, d]",
+                    "y = weights.view(batch, n_kv_heads, per_group * n_queries, n_keys) @ v  # [B, G, (H/G)*Tq, d]\n"
+                    "    y = y.view(batch, n_kv_heads, per_group, n_queries, head_dim).transpose(1, 2)  # [B, H/G, G, Tq, d]"),
             Replace("gqa_attention", "return y.view(batch, n_heads, n_queries, head_dim)",
                     "return y.reshape(batch, n_heads, n_queries, head_dim)"),
         ),
