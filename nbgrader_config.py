@@ -28,3 +28,10 @@ c.GenerateFeedback.preprocessors = [
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
     "nbgrader.preprocessors.ClearHiddenTests",
 ]
+
+# Autograde runs each notebook in a confined kernel with the grader's harvest appended, then judges
+# every item in nbgrader's own process from the harvested outputs (attention_course.grading.verdicts):
+# the test cells' results in the student's process alone cannot earn points.
+from attention_course.grading.nbgrader_plugin import AUTOGRADE_PREPROCESSORS  # noqa: E402
+
+c.Autograde.autograde_preprocessors = AUTOGRADE_PREPROCESSORS

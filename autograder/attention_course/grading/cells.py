@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 SOLUTION_BEGIN = "### BEGIN SOLUTION"
 SOLUTION_END = "### END SOLUTION"
+HARVEST_KEY = "attention_course_harvest"  # metadata of the harvest cell: the plan it runs
 
 
 def nbgrader_meta(cell) -> dict:
@@ -17,6 +18,11 @@ def grade_id(cell) -> str | None:
 def is_test_cell(cell) -> bool:
     meta = nbgrader_meta(cell)
     return bool(meta.get("grade")) and not meta.get("solution") and cell.get("cell_type") == "code"
+
+
+def is_harvest_cell(cell) -> bool:
+    """The cell the grader appends to collect the student's outputs (see ``verdicts``)."""
+    return HARVEST_KEY in cell.get("metadata", {})
 
 
 def is_solution_cell(cell) -> bool:

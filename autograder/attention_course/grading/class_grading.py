@@ -22,9 +22,10 @@ import nbformat
 from attention_course.grading.cells import grade_id, is_test_cell
 from attention_course.grading.collect import Entry, answer_ids, collect, place, restore_originals, snapshot
 from attention_course.grading.course import ASSIGNMENTS, source_notebook
-from attention_course.grading.execute import Limits, execute_notebook, separate_users_possible
-from attention_course.grading.nbgrader_plugin import AUTOGRADE_PREPROCESSORS, EXECUTED_ENV, code_of, executed_path
+from attention_course.grading.execute import Limits, confined, execute_notebook
+from attention_course.grading.nbgrader_plugin import EXECUTED_AUTOGRADE_PREPROCESSORS, EXECUTED_ENV, code_of, executed_path
 from attention_course.grading.nbgrader_steps import generate_release, nbgrader, stored_grades
+from attention_course.grading.verdicts.judge import add_harvest
 from attention_course.grading.zygote import Zygote
 
 WORK = ".grading"
@@ -63,8 +64,10 @@ def _progress(total: int):
         return None
 
 
-async def _execute_all(jobs: list[tuple[str, Path, Path]], workers: int, limits: Limits, zygote: Zygote) -> dict[str, str]:
-    """Run each prepared notebook (student, prepared path, executed path); statuses by student."""
+async def _execute_all(jobs: list[tuple[str, Path, Path]], workers: int, limits: Limits, zygote: Zygote,
+                       assignment: str, source_nb) -> dict[str, str]:
+    """Run each prepared notebook (student, prepared path, executed path), the harvest appended;
+    statuses by student."""
     statuses: dict[str, str] = {}
     pending = []
     for student, prepared, executed in jobs:
@@ -83,6 +86,7 @@ async def _execute_all(jobs: list[tuple[str, Path, Path]], workers: int, limits:
     async def run(student, prepared, executed, nb):
         async with semaphore:
             digest = _digest(nb)
+            add_harvest(nb, assignment, source_nb)
             status = await execute_notebook(nb, zygote, limits, files_from=str(prepared.parent))
             nb.metadata[RUN_KEY] = {"digest": digest, "status": status}
             executed.parent.mkdir(parents=True, exist_ok=True)
@@ -151,7 +155,7 @@ def _prepare(root: Path, assignment: str, entries: list[Entry], results: dict[st
 
 def _store_grades(root: Path, assignment: str, entries: list[Entry], selection: list[str], work: Path) -> None:
     """Phase 3: nbgrader scores what ran and stores the grades; then feedback and the export."""
-    preprocessors = "[" + ",".join(f"'{p}'" for p in AUTOGRADE_PREPROCESSORS) + "]"
+    preprocessors = "[" + ",".join(f"'{p}'" for p in EXECUTED_AUTOGRADE_PREPROCESSORS) + "]"
     os.environ[EXECUTED_ENV] = str(work / "executed")
     try:
         nbgrader(root, "autograde", assignment, "--force", *selection, f"--Autograde.autograde_preprocessors={preprocessors}")
@@ -193,14 +197,13 @@ def grade_class(root: Path, assignment: str, submissions: Path, workers: int | N
         selection = _only(root, assignment, set(results))
         jobs = _prepare(root, assignment, entries, results, selection, work)
 
-        if limits.first_uid is not None and not separate_users_possible():
-            limits = replace(limits, first_uid=None)
-            notes.append("kernels ran as the grading user (separate users need root and a Python that other users "
-                         "can read): student code could write the grader's files; submitted files are checked and restored")
+        limits, cannot = confined(limits, root)
+        notes += cannot
         if limits.threads is None:
             limits = replace(limits, threads=max(1, (os.cpu_count() or 1) // workers))
         os.environ.setdefault("NBGRADER_EXECUTION", "autograde")
-        statuses = asyncio.run(_execute_all(jobs, workers, limits, zygote))
+        source_nb = nbformat.read(source_notebook(root, assignment), as_version=4)
+        statuses = asyncio.run(_execute_all(jobs, workers, limits, zygote, assignment, source_nb))
     notes += [f"{path}: changed while grading, by a student's code; restored" for path in restore_originals(submissions, originals)]
     for student, status in statuses.items():
         results[student].status = status

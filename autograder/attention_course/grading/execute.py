@@ -10,9 +10,11 @@ import re
 import shutil
 import signal
 import stat
+import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import nbformat
 from jupyter_client.manager import AsyncKernelManager
@@ -21,6 +23,7 @@ from nbclient.exceptions import DeadKernelError
 from traitlets import Any
 
 from attention_course.grading.cells import is_test_cell
+from attention_course.grading.course import grader_paths
 from attention_course.grading.zygote import KERNEL_LOG
 
 
@@ -33,6 +36,18 @@ class Limits:
     # When the grader runs as root, each kernel runs as its own unprivileged user (uids from here on).
     first_uid: int | None = 61000
     threads: int | None = None  # torch threads per kernel; grade_class shares the cores among its workers
+    # Paths a kernel must not see (the grader's folders): enforced with a kernel user of its own (root).
+    hidden: tuple[str, ...] = ()
+
+
+def confined(limits: Limits, root: Path) -> tuple[Limits, list[str]]:
+    """The limits as this machine can enforce them for the course at ``root``, and notes on what it cannot."""
+    limits = replace(limits, hidden=grader_paths(root))
+    if limits.first_uid is not None and separate_users_possible():
+        return limits, []
+    return replace(limits, first_uid=None), [
+        "kernels ran as the grading user (separate users need root and a Python that other users can read): student "
+        "code could read and write the grader's files and use the network; submitted files are checked and restored"]
 
 
 def separate_users_possible() -> bool:
@@ -100,11 +115,12 @@ class ForkedKernelManager(AsyncKernelManager):
     memory_bytes = Any(None)
     uid = Any(None)
     threads = Any(None)
+    hidden = Any(())
 
     async def _async_launch_kernel(self, kernel_cmd, **kw):
         argv = kernel_cmd[kernel_cmd.index("-f"):]  # the connection file and extra arguments
         pid = self.zygote.spawn(argv, cwd=kw.get("cwd") or os.getcwd(), env=dict(kw.get("env") or os.environ),
-                                memory_bytes=self.memory_bytes, uid=self.uid, threads=self.threads)
+                                memory_bytes=self.memory_bytes, uid=self.uid, threads=self.threads, hidden=self.hidden)
         provisioner = self.provisioner
         provisioner.process, provisioner.pid, provisioner.pgid = ForkedProcess(pid), pid, pid
         self._reconcile_connection_info(provisioner.connection_info)
@@ -147,6 +163,11 @@ def mark_unfinished_tests(nb, reason: str) -> None:
                 cell.outputs.append(nbformat.v4.new_output("error", ename=NOT_RUN, evalue=reason, traceback=[f"{NOT_RUN}: {reason}"]))
 
 
+def _kill_all(uid: int) -> None:
+    """Every process of a kernel's user, such as a child that would change files after its cell."""
+    subprocess.run(["kill", "-KILL", "-1"], user=uid, capture_output=True, check=False)
+
+
 def _last_words(folder: str) -> str:
     """The last error a dead kernel wrote to its own log, to say why it died."""
     try:
@@ -168,9 +189,11 @@ async def execute_notebook(nb, zygote, limits: Limits, files_from: str | None = 
         if files_from:
             shutil.copytree(files_from, scratch, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.ipynb"))
         uid = None if limits.first_uid is None else limits.first_uid + next(_kernel_numbers) % 1000
+        # A kernel of its own user has no network: it is reached over Unix sockets in its folder.
+        sockets = {"transport": "ipc", "ip": os.path.join(scratch, ".kernel")} if uid is not None else {}
         km = ForkedKernelManager(zygote=zygote, memory_bytes=limits.memory_bytes, uid=uid, threads=limits.threads,
-                                 kernel_name="python3",
-                                 connection_file=os.path.join(scratch, ".kernel.json"))
+                                 hidden=limits.hidden, kernel_name="python3",
+                                 connection_file=os.path.join(scratch, ".kernel.json"), **sockets)
         client = CappedClient(
             nb, km=km, timeout=limits.cell_seconds, allow_errors=True, interrupt_on_timeout=True,
             error_on_timeout={"ename": "CellTimeoutError", "evalue": f"the cell ran longer than {limits.cell_seconds} s",
@@ -191,6 +214,8 @@ async def execute_notebook(nb, zygote, limits: Limits, files_from: str | None = 
         finally:
             if km.has_kernel:
                 await km.shutdown_kernel(now=True)
+            if uid is not None:
+                _kill_all(uid)
         if status != "ok":
             status += _last_words(scratch)
     if status != "ok":

@@ -1,14 +1,26 @@
-"""nbgrader's autograde with the execution done beforehand, in parallel (see class_grading):
-``UseExecuted`` stands where nbgrader's ``Execute`` stands and hands on the executed notebook,
-so that nbgrader itself scores it and stores the grades in its gradebook."""
+"""nbgrader's autograde with the course's execution and out-of-process verdicts.
 
+Plain ``nbgrader autograde`` (the repository's ``nbgrader_config.py``, formgrader's button):
+``ConfinedExecute`` stands where nbgrader's ``Execute`` stands (the harvest cell appended, the
+notebook run in a kernel forked from a zygote, within limits, in a scratch copy of its folder),
+then ``ApplyVerdicts`` judges every item in nbgrader's own process.
+
+The grading command (class_grading) executes the notebooks beforehand, in parallel, the same way;
+``UseExecuted`` hands on the executed copy, and the same ``ApplyVerdicts`` judges it. Either way
+nbgrader itself scores the notebook and stores the grades in its gradebook."""
+
+import asyncio
+import atexit
 import os
 from pathlib import Path
 
 import nbformat
+from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import NbGraderPreprocessor
 
-from attention_course.grading.execute import mark_unfinished_tests
+from attention_course.grading.cells import is_harvest_cell
+from attention_course.grading.course import source_notebook
+from attention_course.grading.execute import Limits, confined, execute_notebook, mark_unfinished_tests
 
 EXECUTED_ENV = "ATTENTION_COURSE_EXECUTED"
 
@@ -18,7 +30,15 @@ def executed_path(folder: Path, student: str, assignment: str, notebook: str) ->
 
 
 def code_of(nb) -> list[str]:
-    return [cell.source for cell in nb.cells if cell.cell_type == "code"]
+    return [cell.source for cell in nb.cells if cell.cell_type == "code" and not is_harvest_cell(cell)]
+
+
+def _root(preprocessor: NbGraderPreprocessor) -> Path:
+    return Path(CourseDirectory(config=preprocessor.config).root)
+
+
+def _source(preprocessor: NbGraderPreprocessor, assignment: str):
+    return nbformat.read(source_notebook(_root(preprocessor), assignment), as_version=4)
 
 
 class UseExecuted(NbGraderPreprocessor):
@@ -36,8 +56,49 @@ class UseExecuted(NbGraderPreprocessor):
         return nb, resources
 
 
-AUTOGRADE_PREPROCESSORS = [
-    "attention_course.grading.nbgrader_plugin.UseExecuted",
+_ZYGOTE = []
+
+
+def _zygote():
+    """One kernel zygote per nbgrader process, closed when it exits."""
+    if not _ZYGOTE:
+        from attention_course.grading.zygote import Zygote
+
+        _ZYGOTE.append(Zygote())
+        atexit.register(_ZYGOTE[0].close)
+    return _ZYGOTE[0]
+
+
+class ConfinedExecute(NbGraderPreprocessor):
+    def preprocess(self, nb, resources):
+        from attention_course.grading.verdicts.judge import add_harvest
+
+        assignment = resources["nbgrader"]["assignment"]
+        add_harvest(nb, assignment, _source(self, assignment))
+        os.environ.setdefault("NBGRADER_EXECUTION", "autograde")
+        limits, cannot = confined(Limits(), _root(self))
+        for note in cannot:
+            self.log.warning(note)
+        status = asyncio.run(execute_notebook(nb, _zygote(), limits, files_from=resources["metadata"]["path"]))
+        if status != "ok":
+            self.log.warning("%s: %s", resources["nbgrader"]["student"], status)
+        return nb, resources
+
+
+class ApplyVerdicts(NbGraderPreprocessor):
+    def preprocess(self, nb, resources):
+        from attention_course.grading.verdicts.judge import apply_verdicts
+
+        info = resources["nbgrader"]
+        found = apply_verdicts(nb, info["assignment"], _source(self, info["assignment"]))
+        for item, problem in found.items():
+            if problem:
+                self.log.info("%s %s: %s", info["student"], item, problem[:200])
+        return nb, resources
+
+
+_AFTER_EXECUTION = [
+    "attention_course.grading.nbgrader_plugin.ApplyVerdicts",
     "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
     "nbgrader.preprocessors.LimitOutput",
@@ -45,3 +106,5 @@ AUTOGRADE_PREPROCESSORS = [
     "nbgrader.preprocessors.AssignLatePenalties",
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
+AUTOGRADE_PREPROCESSORS = ["attention_course.grading.nbgrader_plugin.ConfinedExecute", *_AFTER_EXECUTION]
+EXECUTED_AUTOGRADE_PREPROCESSORS = ["attention_course.grading.nbgrader_plugin.UseExecuted", *_AFTER_EXECUTION]

@@ -2,10 +2,17 @@
 imported once per grading run instead of once per notebook.
 
 ``python -m attention_course.grading.zygote`` imports the heavy modules, then reads one JSON
-request per line on stdin ({"argv", "cwd", "env", "memory_bytes", "uid", "threads"}) and forks an IPython
-kernel for each, answering {"pid": ...}. Run as root, each kernel gets a user id of its own. Every kernel serves one notebook and is discarded. The zygote
-never runs a notebook's code itself and never runs a parallel torch operation before forking.
+request per line on stdin ({"argv", "cwd", "env", "memory_bytes", "uid", "threads", "hidden"}) and
+forks an IPython kernel for each, answering {"pid": ...}. Every kernel serves one notebook and is
+discarded. The zygote never runs a notebook's code itself and never runs a parallel torch operation
+before forking.
+
+Run as root, each kernel also gets a user id of its own, a mount namespace in which the grader's
+folders (``hidden``: hidden tests, submissions, grades) are empty and read-only, and a network
+namespace with no network (it talks to the grader over Unix sockets in its own folder).
 """
+
+import ctypes
 
 import faulthandler
 import importlib
@@ -21,6 +28,8 @@ import traceback
 NOGROUP = 65534
 KERNEL_LOG = ".kernel.log"  # the kernel process's own stdout and stderr, in its folder
 FILE_BYTES = 256 * 2**20  # the largest file a kernel may write
+CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 4096, 16384, 1 << 18
 
 PRELOAD = (
     "torch",
@@ -43,6 +52,24 @@ def _reap(*_):
             return
 
 
+def _isolate(hidden: list[str]) -> None:
+    """Root only: no network, and each hidden path replaced by an empty read-only one."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def check(result: int, what: str) -> None:
+        if result != 0:
+            raise OSError(ctypes.get_errno(), f"{what}: {os.strerror(ctypes.get_errno())}")
+
+    check(libc.unshare(CLONE_NEWNS | CLONE_NEWNET), "unshare")
+    check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "private mounts")
+    for path in hidden:
+        if os.path.isdir(path):
+            check(libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                             b"size=4k,mode=0555"), f"hiding {path}")
+        elif os.path.exists(path):
+            check(libc.mount(b"/dev/null", path.encode(), None, MS_BIND, None), f"hiding {path}")
+
+
 def _become_kernel(request: dict) -> None:
     """In the forked child: confine, then run an IPython kernel until it is shut down."""
     try:
@@ -52,6 +79,7 @@ def _become_kernel(request: dict) -> None:
         os.environ.update(request["env"])
         uid = request.get("uid")
         if uid is not None and os.getuid() == 0:
+            _isolate(request.get("hidden") or [])
             # A user of its own: it cannot write the grader's files, the submissions, or another
             # kernel's folder. Its folder and connection file are handed over first.
             connection_file = request["argv"][request["argv"].index("-f") + 1]
@@ -123,8 +151,9 @@ class Zygote:
             self._ready = True
 
     def spawn(self, argv: list[str], cwd: str, env: dict, memory_bytes: int | None, uid: int | None = None,
-              threads: int | None = None) -> int:
-        request = {"argv": argv, "cwd": str(cwd), "env": env, "memory_bytes": memory_bytes, "uid": uid, "threads": threads}
+              threads: int | None = None, hidden: tuple[str, ...] = ()) -> int:
+        request = {"argv": argv, "cwd": str(cwd), "env": env, "memory_bytes": memory_bytes, "uid": uid, "threads": threads,
+                   "hidden": list(hidden)}
         with self._lock:
             self._wait_until_ready()
             self._process.stdin.write(json.dumps(request) + "\n")
