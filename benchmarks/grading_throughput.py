@@ -1,24 +1,44 @@
-"""Grading throughput: stock ``nbgrader autograde`` against ``attention-course grade`` on the same
-class, on the same machine, in one run. Asserts that both give every student the same score.
+"""Grading time, and what grading that cannot be fooled costs, on the same class, on the same
+machine, in one run:
 
-    python benchmarks/grading_throughput.py --students 30 [--assignments 01_causal_attention ...] [--workers N]
+- stock: ``nbgrader autograde`` with nbgrader's own preprocessors (test cells judged in the
+  student's process: the grading before out-of-process verdicts);
+- nbgrader + course config: ``nbgrader autograde`` with the repository's ``nbgrader_config.py``
+  (isolated kernels, a harvest after each test cell, verdicts in nbgrader's process: what
+  formgrader's "autograde" button does);
+- grade command: ``attention-course grade`` (the same, notebooks run in parallel).
 
-The class cycles through each assignment's example students (solution, typical mistakes, the
-untouched release, a differently written solution), one folder per student as an LMS exports it.
+It checks that the three give every student the same score (the class is honest: the example
+students), and breaks the isolation's cost down: seconds in harvest cells (from the executed
+notebooks' cell timings), seconds judging in the grader's process, and the start of a kernel
+with and without namespaces.
+
+    python benchmarks/grading_throughput.py --students 10 [--assignments 01_causal_attention ...] [--workers N]
 """
 
 import argparse
+import asyncio
 import os
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import nbformat
 
 from attention_course.examples import build_submission, students_of
-from attention_course.grading.class_grading import grade_class
+from attention_course.grading.cells import is_harvest_cell
+from attention_course.grading.class_grading import WORK, grade_class
 from attention_course.grading.course import ASSIGNMENTS, assignments_in, copy_course, find_course_root, release_notebook, source_notebook
+from attention_course.grading.execute import Limits, confined, execute_notebook
 from attention_course.grading.nbgrader_steps import generate_release, nbgrader
+from attention_course.grading.verdicts.judge import apply_verdicts
+from attention_course.grading.zygote import Zygote
+
+STOCK_PREPROCESSORS = ["nbgrader.preprocessors.Execute", "nbgrader.preprocessors.IgnorePattern",
+                       "nbconvert.preprocessors.ClearMetadataPreprocessor", "nbgrader.preprocessors.LimitOutput",
+                       "nbgrader.preprocessors.SaveAutoGrades", "nbgrader.preprocessors.AssignLatePenalties",
+                       "nbgrader.preprocessors.CheckCellMetadata"]
 
 
 def make_class(root: Path, assignment: str, n_students: int, folder: Path) -> None:
@@ -38,43 +58,87 @@ def scores(course: Path, assignment: str) -> dict[str, float]:
         return {s.student.id: s.score for s in gradebook.assignment_submissions(assignment)}
 
 
-def stock_autograde(course: Path, assignment: str, folder: Path) -> float:
+def plain_autograde(course: Path, assignment: str, folder: Path, *options: str) -> float:
     for student in folder.iterdir():
         target = course / "submitted" / student.name / assignment
         target.mkdir(parents=True)
         (target / ASSIGNMENTS[assignment]).write_bytes(next(student.iterdir()).read_bytes())
+    generate_release(course, assignment)
     started = time.perf_counter()
-    nbgrader(course, "autograde", assignment, "--force")
+    nbgrader(course, "autograde", assignment, "--force", *options)
     return time.perf_counter() - started
+
+
+def _seconds(cell) -> float:
+    timing = cell.metadata.get("execution", {})
+    if "iopub.execute_input" not in timing or "shell.execute_reply" not in timing:
+        return 0.0
+    parse = lambda stamp: datetime.fromisoformat(stamp.replace("Z", "+00:00"))  # noqa: E731
+    return (parse(timing["shell.execute_reply"]) - parse(timing["iopub.execute_input"])).total_seconds()
+
+
+def breakdown(course: Path, assignment: str) -> tuple[float, float, float]:
+    """(seconds in harvest cells, seconds in all cells, seconds judging) over the executed copies."""
+    harvest = cells = judging = 0.0
+    source = nbformat.read(source_notebook(course, assignment), as_version=4)
+    for path in (course / WORK / assignment / "executed").rglob("*.ipynb"):
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                cells += _seconds(cell)
+                harvest += _seconds(cell) if is_harvest_cell(cell) else 0.0
+        started = time.perf_counter()
+        apply_verdicts(nb, assignment, source)
+        judging += time.perf_counter() - started
+    return harvest, cells, judging
+
+
+def kernel_start(root: Path, isolate: bool, repeats: int = 5) -> float:
+    """Seconds to start a kernel from the zygote, run one empty cell and shut it down."""
+    limits, _ = confined(Limits(), root)
+    limits = Limits(isolate=isolate and limits.isolate, hidden=limits.hidden, first_uid=limits.first_uid)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("pass")])
+    with Zygote() as zygote:
+        asyncio.run(execute_notebook(nb, zygote, limits))  # the zygote's imports, not timed
+        started = time.perf_counter()
+        for _ in range(repeats):
+            asyncio.run(execute_notebook(nb, zygote, limits))
+        return (time.perf_counter() - started) / repeats
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--students", type=int, default=30)
+    parser.add_argument("--students", type=int, default=10)
     parser.add_argument("--assignments", nargs="*", default=None)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     args = parser.parse_args()
     root = find_course_root(Path(__file__).resolve().parent)
-    print(f"{os.cpu_count()} cores; {args.students} students per assignment; {args.workers} workers")
-    print(f"{'assignment':<22} {'stock s':>8} {'new s':>8} {'stock s/nb':>10} {'new s/nb':>9} {'speed-up':>9}")
-    totals = [0.0, 0.0]
+    n = args.students
+    print(f"{os.cpu_count()} cores; {n} students per assignment; {args.workers} workers for the grade command")
+    plain, isolated = kernel_start(root, isolate=False), kernel_start(root, isolate=True)
+    print(f"kernel start + one cell + shutdown: {plain:.2f} s plain, {isolated:.2f} s isolated ({isolated - plain:+.2f} s)\n")
+    print(f"{'assignment':<20} {'stock s/nb':>10} {'config s/nb':>11} {'command s/nb':>12} {'harvest':>8} "
+          f"{'judging s/nb':>12} {'config/stock':>12}")
+    totals = [0.0, 0.0, 0.0]
     for assignment in args.assignments or assignments_in(root):
         with tempfile.TemporaryDirectory() as scratch:
             scratch = Path(scratch)
-            make_class(root, assignment, args.students, scratch / "class")
-            stock, new = copy_course(root, scratch / "stock"), copy_course(root, scratch / "new")
-            generate_release(stock, assignment)  # the new command registers the assignment itself, timed
-            stock_seconds = stock_autograde(stock, assignment, scratch / "class")
+            make_class(root, assignment, n, scratch / "class")
+            stock, config, command = (copy_course(root, scratch / name) for name in ("stock", "config", "command"))
+            stock_seconds = plain_autograde(stock, assignment, scratch / "class",
+                                            "--Autograde.autograde_preprocessors=" + repr(STOCK_PREPROCESSORS))
+            config_seconds = plain_autograde(config, assignment, scratch / "class")
             started = time.perf_counter()
-            grade_class(new, assignment, scratch / "class", workers=args.workers)
-            new_seconds = time.perf_counter() - started
-            assert scores(stock, assignment) == scores(new, assignment), "the two graders disagree"
-        totals[0] += stock_seconds
-        totals[1] += new_seconds
-        n = args.students
-        print(f"{assignment:<22} {stock_seconds:>8.1f} {new_seconds:>8.1f} {stock_seconds / n:>10.2f} {new_seconds / n:>9.2f} "
-              f"{stock_seconds / new_seconds:>8.2f}x")
-    print(f"{'all':<22} {totals[0]:>8.1f} {totals[1]:>8.1f} {'':>10} {'':>9} {totals[0] / totals[1]:>8.2f}x  (scores identical)")
+            grade_class(command, assignment, scratch / "class", workers=args.workers)
+            command_seconds = time.perf_counter() - started
+            assert scores(stock, assignment) == scores(config, assignment) == scores(command, assignment), "the graders disagree"
+            harvest, cells, judging = breakdown(command, assignment)
+        for i, seconds in enumerate((stock_seconds, config_seconds, command_seconds)):
+            totals[i] += seconds
+        print(f"{assignment:<20} {stock_seconds / n:>10.2f} {config_seconds / n:>11.2f} {command_seconds / n:>12.2f} "
+              f"{harvest / cells:>7.1%} {judging / n:>12.3f} {config_seconds / stock_seconds:>11.2f}x")
+    print(f"{'all':<20} {totals[0]:>9.1f}s {totals[1]:>10.1f}s {totals[2]:>11.1f}s {'':>8} {'':>12} "
+          f"{totals[1] / totals[0]:>11.2f}x  (scores identical; stock / command {totals[0] / totals[2]:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -118,6 +118,14 @@ def test_earlier_assignments_functions_handed_over_by_the_setup_cell_are_allowed
     assert not judged("02_kv_cache", solved("02_kv_cache"))["test_cached_attention"]
 
 
+def test_torch_fused_attention_is_allowed_where_the_notebook_hands_over_attention():
+    namespace = solved("02_kv_cache")
+    exec(compile("def attention(q, k, v, causal=True):\n"
+                 "    mask = causal_mask(q.shape[-2], k.shape[-2]) if causal else None\n"
+                 "    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)", STUDENT_FILE, "exec"), namespace)  # noqa: S102
+    assert not judged("02_kv_cache", namespace)["test_cached_attention"]
+
+
 def test_calling_hugging_face_generate_is_a_shortcut():
     code = ("def greedy_generate(model, input_ids, max_new_tokens, use_cache=True):\n"
             "    return hf_greedy(model.hf_model, input_ids, max_new_tokens, use_cache=use_cache)")

@@ -65,9 +65,9 @@ def _progress(total: int):
 
 
 async def _execute_all(jobs: list[tuple[str, Path, Path]], workers: int, limits: Limits, zygote: Zygote,
-                       assignment: str, source_nb) -> dict[str, str]:
+                       assignment: str, source_nb, written: dict[Path, bytes]) -> dict[str, str]:
     """Run each prepared notebook (student, prepared path, executed path), the harvest appended;
-    statuses by student."""
+    statuses by student. ``written`` gets the bytes of each executed copy as the grader wrote it."""
     statuses: dict[str, str] = {}
     pending = []
     for student, prepared, executed in jobs:
@@ -76,6 +76,7 @@ async def _execute_all(jobs: list[tuple[str, Path, Path]], workers: int, limits:
             earlier = nbformat.read(executed, as_version=4).metadata.get(RUN_KEY, {})
             if earlier.get("digest") == _digest(nb) and earlier["status"].startswith("ok"):  # a stopped run runs again
                 statuses[student] = earlier["status"]
+                written[executed] = executed.read_bytes()
                 continue
         pending.append((student, prepared, executed, nb))
     if not pending:
@@ -91,6 +92,7 @@ async def _execute_all(jobs: list[tuple[str, Path, Path]], workers: int, limits:
             nb.metadata[RUN_KEY] = {"digest": digest, "status": status}
             executed.parent.mkdir(parents=True, exist_ok=True)
             nbformat.write(nb, executed)
+            written[executed] = executed.read_bytes()
             statuses[student] = status
             if bar is not None:
                 bar.update(1)
@@ -197,14 +199,20 @@ def grade_class(root: Path, assignment: str, submissions: Path, workers: int | N
         selection = _only(root, assignment, set(results))
         jobs = _prepare(root, assignment, entries, results, selection, work)
 
-        limits, cannot = confined(limits, root)
+        limits, cannot = confined(limits, root, also_hidden=(submissions.resolve(),))
         notes += cannot
         if limits.threads is None:
             limits = replace(limits, threads=max(1, (os.cpu_count() or 1) // workers))
         os.environ.setdefault("NBGRADER_EXECUTION", "autograde")
         source_nb = nbformat.read(source_notebook(root, assignment), as_version=4)
-        statuses = asyncio.run(_execute_all(jobs, workers, limits, zygote, assignment, source_nb))
-    notes += [f"{path}: changed while grading, by a student's code; restored" for path in restore_originals(submissions, originals)]
+        # Where kernels are not isolated, their code could change the grader's files: kept and put back.
+        kept = {folder: snapshot(folder) for folder in (root / "submitted", root / "gradebook.db")}
+        written: dict[Path, bytes] = {}
+        statuses = asyncio.run(_execute_all(jobs, workers, limits, zygote, assignment, source_nb, written))
+    changed = restore_originals(submissions, originals)
+    changed += [path for folder, files in kept.items() for path in restore_originals(folder, files)]
+    changed += restore_originals(work / "executed", written)
+    notes += [f"{path}: changed while grading, by a student's code; restored" for path in changed]
     for student, status in statuses.items():
         results[student].status = status
     for entry in entries:

@@ -4,13 +4,13 @@ kernel works in a scratch folder. Whatever happens, the result is a notebook in 
 cell that did not run to completion carries an error, so it cannot earn points."""
 
 import asyncio
+import atexit
 import itertools
 import os
 import re
 import shutil
 import signal
 import stat
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, replace
@@ -24,6 +24,7 @@ from traitlets import Any
 
 from attention_course.grading.cells import is_test_cell
 from attention_course.grading.course import grader_paths
+from attention_course.grading.isolation import isolation_possible
 from attention_course.grading.zygote import KERNEL_LOG
 
 
@@ -36,18 +37,21 @@ class Limits:
     # When the grader runs as root, each kernel runs as its own unprivileged user (uids from here on).
     first_uid: int | None = 61000
     threads: int | None = None  # torch threads per kernel; grade_class shares the cores among its workers
-    # Paths a kernel must not see (the grader's folders): enforced with a kernel user of its own (root).
+    # Namespaces of its own for each kernel (needs root; see ``isolation``), with these paths empty.
+    isolate: bool = False
     hidden: tuple[str, ...] = ()
 
 
-def confined(limits: Limits, root: Path) -> tuple[Limits, list[str]]:
-    """The limits as this machine can enforce them for the course at ``root``, and notes on what it cannot."""
-    limits = replace(limits, hidden=grader_paths(root))
-    if limits.first_uid is not None and separate_users_possible():
+def confined(limits: Limits, root: Path, also_hidden: tuple[str, ...] = ()) -> tuple[Limits, list[str]]:
+    """The limits as this machine can enforce them for the course at ``root`` (and the submissions
+    in ``also_hidden``), and notes on what it cannot."""
+    limits = replace(limits, isolate=isolation_possible(), hidden=grader_paths(root) + tuple(str(p) for p in also_hidden))
+    if limits.first_uid is not None and not separate_users_possible():
+        limits = replace(limits, first_uid=None)
+    if limits.isolate:
         return limits, []
-    return replace(limits, first_uid=None), [
-        "kernels ran as the grading user (separate users need root and a Python that other users can read): student "
-        "code could read and write the grader's files and use the network; submitted files are checked and restored"]
+    return limits, ["kernels ran without isolation (namespaces need root on Linux): student code could read and write "
+                    "the grader's files and use the network; submitted files are checked and restored"]
 
 
 def separate_users_possible() -> bool:
@@ -115,12 +119,14 @@ class ForkedKernelManager(AsyncKernelManager):
     memory_bytes = Any(None)
     uid = Any(None)
     threads = Any(None)
+    isolate = Any(False)
     hidden = Any(())
 
     async def _async_launch_kernel(self, kernel_cmd, **kw):
         argv = kernel_cmd[kernel_cmd.index("-f"):]  # the connection file and extra arguments
         pid = self.zygote.spawn(argv, cwd=kw.get("cwd") or os.getcwd(), env=dict(kw.get("env") or os.environ),
-                                memory_bytes=self.memory_bytes, uid=self.uid, threads=self.threads, hidden=self.hidden)
+                                memory_bytes=self.memory_bytes, uid=self.uid, threads=self.threads, isolate=self.isolate,
+                                hidden=self.hidden)
         provisioner = self.provisioner
         provisioner.process, provisioner.pid, provisioner.pgid = ForkedProcess(pid), pid, pid
         self._reconcile_connection_info(provisioner.connection_info)
@@ -155,17 +161,23 @@ NOT_RUN = "TestNotRun"
 _kernel_numbers = itertools.count()
 
 
+_FOLDERS: list[str] = []
+
+
+def _kernel_folders() -> str:
+    """One folder per grading process for its kernels' folders: an isolated kernel sees its own only."""
+    if not _FOLDERS:
+        _FOLDERS.append(tempfile.mkdtemp(prefix="attention-course-kernels-"))
+        atexit.register(shutil.rmtree, _FOLDERS[0], True)
+    return _FOLDERS[0]
+
+
 def mark_unfinished_tests(nb, reason: str) -> None:
     """A test cell that did not complete gets an error, so it earns nothing."""
     for cell in nb.cells:
         if is_test_cell(cell) and not any(o.get("output_type") == "error" for o in cell.outputs):
             if cell.get("execution_count") is None:
                 cell.outputs.append(nbformat.v4.new_output("error", ename=NOT_RUN, evalue=reason, traceback=[f"{NOT_RUN}: {reason}"]))
-
-
-def _kill_all(uid: int) -> None:
-    """Every process of a kernel's user, such as a child that would change files after its cell."""
-    subprocess.run(["kill", "-KILL", "-1"], user=uid, capture_output=True, check=False)
 
 
 def _last_words(folder: str) -> str:
@@ -185,14 +197,14 @@ async def execute_notebook(nb, zygote, limits: Limits, files_from: str | None = 
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
-    with tempfile.TemporaryDirectory(prefix="grading-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="grading-", dir=_kernel_folders()) as scratch:
         if files_from:
             shutil.copytree(files_from, scratch, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.ipynb"))
         uid = None if limits.first_uid is None else limits.first_uid + next(_kernel_numbers) % 1000
-        # A kernel of its own user has no network: it is reached over Unix sockets in its folder.
-        sockets = {"transport": "ipc", "ip": os.path.join(scratch, ".kernel")} if uid is not None else {}
+        # An isolated kernel has no network: it is reached over Unix sockets in its folder.
+        sockets = {"transport": "ipc", "ip": os.path.join(scratch, ".kernel")} if limits.isolate else {}
         km = ForkedKernelManager(zygote=zygote, memory_bytes=limits.memory_bytes, uid=uid, threads=limits.threads,
-                                 hidden=limits.hidden, kernel_name="python3",
+                                 isolate=limits.isolate, hidden=limits.hidden, kernel_name="python3",
                                  connection_file=os.path.join(scratch, ".kernel.json"), **sockets)
         client = CappedClient(
             nb, km=km, timeout=limits.cell_seconds, allow_errors=True, interrupt_on_timeout=True,
@@ -214,8 +226,6 @@ async def execute_notebook(nb, zygote, limits: Limits, files_from: str | None = 
         finally:
             if km.has_kernel:
                 await km.shutdown_kernel(now=True)
-            if uid is not None:
-                _kill_all(uid)
         if status != "ok":
             status += _last_words(scratch)
     if status != "ok":

@@ -122,9 +122,10 @@ class Watch(TorchFunctionMode):
     or the harness (``boundary``: objects the harvest builds and hands over), decide "not the
     student"; library frames in between are passed through."""
 
-    def __init__(self, forbidden: set, allowed: set, boundary: set, student_side: set):
+    def __init__(self, forbidden: dict, allowed: set, boundary: set, student_side: set, fused: tuple[str, ...] = FUSED):
         super().__init__()
         self.forbidden, self.allowed, self.boundary, self.student_side = forbidden, allowed, boundary, student_side
+        self.fused = fused
         self.trusted = _trusted_folders()
         self.found = ""
 
@@ -140,7 +141,7 @@ class Watch(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
-        if not self.found and any(part in name for part in FUSED) and self._from_student(sys._getframe(1)):
+        if not self.found and any(part in name for part in self.fused) and self._from_student(sys._getframe(1)):
             self.found = f"it calls torch's {name}, the fused kernel that the exercise asks you to write"
         return func(*args, **(kwargs or {}))
 
@@ -164,6 +165,10 @@ class Watch(TorchFunctionMode):
         if not intact and not self.found:
             self.found = "the grading's watch for forbidden calls was removed while it ran"
         return False
+
+
+def _fused(spec: Assignment) -> tuple[str, ...]:
+    return FUSED if spec.fused_attention_forbidden else ("multi_head_attention",)
 
 
 class _Timeout(BaseException):
@@ -202,7 +207,7 @@ def _run_exercise(exercise, spec: Assignment, student: Student, seed: int) -> di
     cases = exercise.cases(generator)
     results = []
     boundary = {_run_case.__code__} | set().union(*(_code_objects(obj, set()) for obj in exercise.harness))
-    watch = Watch(*code_sets(spec, exercise.allowed), boundary, {exercise.run.__code__})
+    watch = Watch(*code_sets(spec, exercise.allowed), boundary, {exercise.run.__code__}, _fused(spec))
     with watch:
         for case in cases:
             results.append(_run_case(exercise, student, case))
@@ -216,7 +221,7 @@ def _run_case(exercise, student: Student, case) -> dict:
         outputs = _call(lambda: exercise.run(student, case), CASE_SECONDS)
         return {key: encode(value) for key, value in outputs.items()}
     except _Timeout:
-        return {"error": f"a timeout: it ran longer than {CASE_SECONDS} s"}
+        return {"error": f"TimeoutError: it ran longer than {CASE_SECONDS} s"}
     except Exception as error:
         return {"error": f"{type(error).__name__}: {str(error)[:300]}"}
 
@@ -246,10 +251,12 @@ def _call_formula(formula, config):
 def _formula_value(formula, name: str, config: list, spec: Assignment) -> dict:
     if not callable(formula):
         return {"error": f"{name} is not a function"}
-    watch = Watch(*code_sets(spec), {_formula_value.__code__}, {_call_formula.__code__})
+    watch = Watch(*code_sets(spec), {_formula_value.__code__}, {_call_formula.__code__}, _fused(spec))
     try:
         with watch:
             value = _call(lambda: _call_formula(formula, config), CASE_SECONDS)
+    except _Timeout:
+        return {"error": f"TimeoutError: it ran longer than {CASE_SECONDS} s"}
     except BaseException as error:  # noqa: BLE001 - whatever the student's formula raises is its answer
         return {"error": f"{type(error).__name__}: {str(error)[:200]}"}
     return {"forbidden": watch.found} if watch.found else {"value": encode(value)}

@@ -2,17 +2,16 @@
 imported once per grading run instead of once per notebook.
 
 ``python -m attention_course.grading.zygote`` imports the heavy modules, then reads one JSON
-request per line on stdin ({"argv", "cwd", "env", "memory_bytes", "uid", "threads", "hidden"}) and
+request per line on stdin ({"argv", "cwd", "env", "memory_bytes", "uid", "threads", "isolate", "hidden"}) and
 forks an IPython kernel for each, answering {"pid": ...}. Every kernel serves one notebook and is
 discarded. The zygote never runs a notebook's code itself and never runs a parallel torch operation
 before forking.
 
-Run as root, each kernel also gets a user id of its own, a mount namespace in which the grader's
-folders (``hidden``: hidden tests, submissions, grades) are empty and read-only, and a network
-namespace with no network (it talks to the grader over Unix sockets in its own folder).
+Run as root, each kernel is isolated in namespaces of its own (``isolation``: no network, a
+read-only file system with the grader's paths, ``hidden``, empty), and gets a user id of its own
+where the Python it runs is readable by other users, or else loses every capability.
 """
 
-import ctypes
 
 import faulthandler
 import importlib
@@ -25,11 +24,11 @@ import sys
 import threading
 import traceback
 
+from attention_course.grading.isolation import drop_privileges, isolate
+
 NOGROUP = 65534
 KERNEL_LOG = ".kernel.log"  # the kernel process's own stdout and stderr, in its folder
 FILE_BYTES = 256 * 2**20  # the largest file a kernel may write
-CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 4096, 16384, 1 << 18
 
 PRELOAD = (
     "torch",
@@ -52,24 +51,6 @@ def _reap(*_):
             return
 
 
-def _isolate(hidden: list[str]) -> None:
-    """Root only: no network, and each hidden path replaced by an empty read-only one."""
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def check(result: int, what: str) -> None:
-        if result != 0:
-            raise OSError(ctypes.get_errno(), f"{what}: {os.strerror(ctypes.get_errno())}")
-
-    check(libc.unshare(CLONE_NEWNS | CLONE_NEWNET), "unshare")
-    check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "private mounts")
-    for path in hidden:
-        if os.path.isdir(path):
-            check(libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                             b"size=4k,mode=0555"), f"hiding {path}")
-        elif os.path.exists(path):
-            check(libc.mount(b"/dev/null", path.encode(), None, MS_BIND, None), f"hiding {path}")
-
-
 def _become_kernel(request: dict) -> None:
     """In the forked child: confine, then run an IPython kernel until it is shut down."""
     try:
@@ -77,9 +58,12 @@ def _become_kernel(request: dict) -> None:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.environ.clear()
         os.environ.update(request["env"])
+        isolated = bool(request.get("isolate")) and os.getuid() == 0
+        if isolated:
+            isolate(request["cwd"], request.get("hidden") or [])
+            os.environ.update(HOME=request["cwd"], MPLCONFIGDIR=request["cwd"], TMPDIR=request["cwd"])
         uid = request.get("uid")
         if uid is not None and os.getuid() == 0:
-            _isolate(request.get("hidden") or [])
             # A user of its own: it cannot write the grader's files, the submissions, or another
             # kernel's folder. Its folder and connection file are handed over first.
             connection_file = request["argv"][request["argv"].index("-f") + 1]
@@ -90,6 +74,8 @@ def _become_kernel(request: dict) -> None:
             os.setgid(NOGROUP)
             os.setuid(uid)
             os.environ.update(HOME=request["cwd"], MPLCONFIGDIR=request["cwd"], USER=f"student{uid}")
+        elif isolated:
+            drop_privileges()
         os.chdir(request["cwd"])
         if request.get("memory_bytes"):
             limit = int(request["memory_bytes"])
@@ -117,8 +103,17 @@ def _become_kernel(request: dict) -> None:
 
 
 def serve() -> None:
+    from attention_course.grading.harvest import REFERENCE_MODULES
+    from attention_course.grading.verdicts import MODULES
+
     for module in PRELOAD:
         importlib.import_module(module)
+    verdicts = [f"attention_course.grading.verdicts.{name}" for name in MODULES.values() if name]
+    for module in (*verdicts, *REFERENCE_MODULES):  # what the harvest cells use and watch for
+        try:
+            importlib.import_module(module)
+        except ImportError:  # a model family an older transformers lacks
+            pass
     signal.signal(signal.SIGCHLD, _reap)
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
@@ -151,9 +146,9 @@ class Zygote:
             self._ready = True
 
     def spawn(self, argv: list[str], cwd: str, env: dict, memory_bytes: int | None, uid: int | None = None,
-              threads: int | None = None, hidden: tuple[str, ...] = ()) -> int:
+              threads: int | None = None, isolate: bool = False, hidden: tuple[str, ...] = ()) -> int:
         request = {"argv": argv, "cwd": str(cwd), "env": env, "memory_bytes": memory_bytes, "uid": uid, "threads": threads,
-                   "hidden": list(hidden)}
+                   "isolate": isolate, "hidden": list(hidden)}
         with self._lock:
             self._wait_until_ready()
             self._process.stdin.write(json.dumps(request) + "\n")

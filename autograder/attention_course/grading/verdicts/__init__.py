@@ -72,6 +72,9 @@ class Assignment:
     allowed: tuple[str, ...] = ()
     # Package functions that are shortcuts even though the setup cell imports them for a demo.
     forbidden: tuple[str, ...] = ()
+    # Whether torch's fused attention is the answer to an exercise (not where the notebook hands
+    # the student attention already, as 02 hands over 01's).
+    fused_attention_forbidden: bool = True
 
 
 def assignment_spec(assignment: str) -> Assignment:

@@ -8,17 +8,18 @@ from attention_course.kernels import causal as ref
 
 def _mask_cases(generator):
     cases = []
-    for most_extra_keys in (0, 2, 5, 9):  # Tq == Tk first, then more keys than queries
-        n_queries = integer(generator, 1, 6)
-        cases.append({"n_queries": n_queries, "n_keys": n_queries + integer(generator, 0, most_extra_keys)})
+    for fewest_extra_keys, most_extra_keys in ((0, 0), (1, 3), (1, 6), (0, 9)):  # Tq == Tk first, then Tq < Tk
+        n_queries = integer(generator, 2, 6)
+        cases.append({"n_queries": n_queries, "n_keys": n_queries + integer(generator, fewest_extra_keys, most_extra_keys)})
     return cases
 
 
 def _qkv_cases(generator):
+    """Causal with Tq == Tk and with Tq < Tk (where top-left and bottom-right masks differ), then not causal."""
     cases = []
-    for causal in (True, True, False):
-        batch, heads, n_queries, head_dim = integer(generator, 1, 3), integer(generator, 1, 4), integer(generator, 1, 6), integer(generator, 2, 9)
-        n_keys = n_queries + integer(generator, 0, 5)
+    for causal, fewest_extra_keys in ((True, 0), (True, 1), (False, 0)):
+        batch, heads, n_queries, head_dim = integer(generator, 1, 3), integer(generator, 1, 4), integer(generator, 2, 6), integer(generator, 2, 9)
+        n_keys = n_queries + (integer(generator, fewest_extra_keys, 5) if fewest_extra_keys else 0)
         q = randn(generator, batch, heads, n_queries, head_dim)
         k, v = randn(generator, batch, heads, n_keys, head_dim), randn(generator, batch, heads, n_keys, integer(generator, 2, 9))
         cases.append({"q": q, "k": k, "v": v, "causal": causal})
@@ -27,8 +28,8 @@ def _qkv_cases(generator):
 
 def _heads_cases(generator):
     cases = []
-    for _ in range(3):
-        batch, length, heads, head_dim = integer(generator, 1, 3), integer(generator, 1, 6), integer(generator, 1, 5), integer(generator, 1, 6)
+    for _ in range(3):  # two heads or more and two tokens or more: where layouts differ
+        batch, length, heads, head_dim = integer(generator, 1, 3), integer(generator, 2, 6), integer(generator, 2, 5), integer(generator, 2, 6)
         cases.append({"x": randn(generator, batch, length, heads * head_dim), "n_heads": heads,
                       "y": randn(generator, batch, heads, length, head_dim)})
     return cases
@@ -41,9 +42,9 @@ def gpt2_weights(generator, width: int) -> list[torch.Tensor]:
 def _gpt2_cases(generator):
     cases = []
     for _ in range(3):
-        heads, head_dim = integer(generator, 1, 4), integer(generator, 2, 8)
+        heads, head_dim = integer(generator, 2, 4), integer(generator, 2, 8)
         width = heads * head_dim
-        cases.append({"x": randn(generator, integer(generator, 1, 3), integer(generator, 1, 7), width),
+        cases.append({"x": randn(generator, integer(generator, 1, 3), integer(generator, 2, 7), width),
                       "weights": gpt2_weights(generator, width), "n_heads": heads})
     return cases
 

@@ -11,9 +11,10 @@ ALLOWED = ("attention_course.kernels.causal.causal_mask", "attention_course.kern
 
 
 def _heads(generator, n_kv_heads: int | None) -> tuple[int, int]:
-    """(H, G): H a multiple of G."""
-    n_kv = n_kv_heads or integer(generator, 1, 3)
-    return n_kv * integer(generator, 1, 4), n_kv
+    """(H, G): H a multiple of G, with G >= 2 and H / G >= 2 (where pairing query heads with the
+    wrong group shows) unless G is given."""
+    n_kv = n_kv_heads or integer(generator, 2, 3)
+    return n_kv * integer(generator, 2, 4), n_kv
 
 
 def attention_cases(n_kv_heads: int | None):
@@ -21,8 +22,8 @@ def attention_cases(n_kv_heads: int | None):
         drawn = []
         for causal in (True, True, False):
             n_heads, n_kv = _heads(generator, n_kv_heads)
-            batch, n_queries, head_dim = integer(generator, 1, 3), integer(generator, 1, 5), integer(generator, 2, 8)
-            n_keys = n_queries + integer(generator, 0, 6)
+            batch, n_queries, head_dim = integer(generator, 1, 3), integer(generator, 2, 5), integer(generator, 2, 8)
+            n_keys = n_queries + integer(generator, 1 if causal else 0, 6)
             drawn.append({"q": randn(generator, batch, n_heads, n_queries, head_dim),
                           "k": randn(generator, batch, n_kv, n_keys, head_dim),
                           "v": randn(generator, batch, n_kv, n_keys, head_dim), "causal": causal})
@@ -42,6 +43,8 @@ def attention_exercise(grade_id: str, name: str, n_kv_heads: int | None, cases=N
 
 def _gqa_cases(generator):
     cases = attention_cases(None)(generator)
+    for n_kv_heads in (1, 4):  # MQA, and MHA
+        cases += attention_cases(n_kv_heads)(generator)[:1]
     q = randn(generator, 1, 6, 3, 4)  # H = 6 query heads cannot share 4 key/value heads evenly
     cases.append({"q": q, "k": randn(generator, 1, 4, 3, 4), "v": randn(generator, 1, 4, 3, 4), "causal": True})
     return cases
@@ -56,9 +59,9 @@ def layer_cases(n_kv_heads: int | None):
             d_model, length = n_heads * head_dim, integer(generator, 2, 7)
             layer = ref.GroupedQueryAttention(d_model, n_heads, n_kv, bias=bias)
             weights = {key: randn(generator, *t.shape, scale=d_model**-0.5) for key, t in layer.state_dict().items()}
+            prefill = integer(generator, 1, length - 1)
             drawn.append({"size": (d_model, n_heads, n_kv), "bias": bias, "weights": weights,
-                          "x": randn(generator, integer(generator, 1, 2), length, d_model),
-                          "chunks": [n for n in (integer(generator, 1, length - 1),) for n in (n, length - n)]})
+                          "x": randn(generator, integer(generator, 1, 2), length, d_model), "chunks": [prefill, length - prefill]})
         return drawn
     return cases
 
@@ -108,8 +111,9 @@ PARAMS = Exercise("test_params", ("kv_projection_params",), params_cases,
 
 
 def _repeat_cases(generator):
-    return [{"x": randn(generator, integer(generator, 1, 2), integer(generator, 1, 4), integer(generator, 1, 5), integer(generator, 1, 4)),
-             "n_rep": integer(generator, 1, 4)} for _ in range(3)]
+    """Two groups or more, repeated twice or more (where repeat and repeat_interleave differ), then n_rep = 1."""
+    return [{"x": randn(generator, integer(generator, 1, 2), integer(generator, 2, 4), integer(generator, 1, 5), integer(generator, 1, 4)),
+             "n_rep": n_rep} for n_rep in (integer(generator, 2, 4), integer(generator, 2, 4), 1)]
 
 
 def _convert_cases(generator):

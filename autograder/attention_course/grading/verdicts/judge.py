@@ -113,7 +113,7 @@ def apply_verdicts(nb, assignment: str, source_nb) -> dict[str, str]:
         problem = found[grade_id(cell)]
         points, _ = determine_grade(cell)
         if problem and points:
-            message = f"checked outside your notebook's process, on fresh inputs: {problem}"
+            message = f"judged outside your notebook's process: {problem}"
             cell.outputs.insert(0, nbformat.v4.new_output("error", ename=ERROR_NAME, evalue=message,
                                                           traceback=[f"{ERROR_NAME}: {message}"]))
     return found
