@@ -5,7 +5,6 @@ import json
 import secrets
 
 import nbformat
-from nbgrader.utils import determine_grade
 
 from attention_course.grading.cells import HARVEST_KEY, grade_id, is_harvest_cell, is_solution_cell, is_test_cell
 from attention_course.grading.harvest import harvest_source
@@ -96,6 +95,7 @@ def apply_verdicts(nb, assignment: str, source_nb) -> dict[str, str]:
     cell that passed in the student's process but not here an error, so that it scores 0."""
     harvest_cells = [cell for cell in nb.cells if is_harvest_cell(cell)]
     nb.cells = [cell for cell in nb.cells if not is_harvest_cell(cell)]
+    _renumber(nb)
     setup = [cell.source for cell in source_nb.cells if cell.cell_type == "code" and not is_test_cell(cell)
              and not is_solution_cell(cell)]
     tampered = tampering(nb, setup)
@@ -111,9 +111,26 @@ def apply_verdicts(nb, assignment: str, source_nb) -> dict[str, str]:
         # This course gives no partial credit inside a cell: a number a test cell shows is not a score.
         cell.outputs = [output for output in cell.outputs if output.get("output_type") != "execute_result"]
         problem = found[grade_id(cell)]
-        points, _ = determine_grade(cell)
-        if problem and points:
+        if problem and _passed_in_process(cell):
             message = f"judged outside your notebook's process: {problem}"
             cell.outputs.insert(0, nbformat.v4.new_output("error", ename=ERROR_NAME, evalue=message,
                                                           traceback=[f"{ERROR_NAME}: {message}"]))
     return found
+
+
+def _passed_in_process(cell) -> bool:
+    """As nbgrader scores a test cell: an error, or anything written to stderr, costs its points."""
+    return not any(output.get("output_type") == "error" or (output.get("output_type") == "stream" and output.get("name") == "stderr")
+                   for output in cell.outputs)
+
+
+def _renumber(nb) -> None:
+    """Execution counts without the gaps the removed harvest cells leave, as the student's own run shows them."""
+    count = 0
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.get("execution_count") is not None:
+            count += 1
+            cell.execution_count = count
+            for output in cell.outputs:
+                if "execution_count" in output:
+                    output.execution_count = count
