@@ -236,7 +236,7 @@ def _check_against_hugging_face(cached_gpt2_attention, generator: torch.Generato
 # ----------------------------------------------------------------------------------------------
 
 
-class _Recorder:
+class Recorder:
     """The reference model, recording how it is called: (new tokens, with caches?) per call."""
 
     def __init__(self, model):
@@ -257,7 +257,7 @@ class _Recorder:
 _MODELS: dict = {}
 
 
-def _reference_model(seed: int = 0):
+def reference_model(seed: int = 0):
     """A small random GPT-2 (Hugging Face weights) and the reference decoder on it, kept between checks."""
     if seed not in _MODELS:
         from attention_course.gpt2_forward import GPT2Decoder
@@ -280,13 +280,13 @@ def check_greedy_generate(greedy_generate, thorough: bool = False, seed: int = 0
     __tracebackhide__ = True
     from attention_course.gpt2_forward import hf_greedy
 
-    hf_model, decoder = _reference_model()
+    hf_model, decoder = reference_model()
     generator = torch.Generator().manual_seed(seed)
     n_cases = 0
     for batch, length, n_new in _generate_cases(thorough):
         prompt = torch.randint(0, hf_model.config.vocab_size, (batch, length), generator=generator)
         for use_cache in (True, False):
-            model = _Recorder(decoder)
+            model = Recorder(decoder)
             case = f"greedy_generate(model, input_ids[{batch}, {length}], max_new_tokens={n_new}, use_cache={use_cache})"
             try:
                 output = greedy_generate(model, prompt, n_new, use_cache=use_cache)
@@ -401,7 +401,7 @@ def _real_models(seed: int):
     """Small Hugging Face models with random weights: GPT-2 (MHA) in float32 and float16, Llama with GQA in bfloat16."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    hf_gpt2, _ = _reference_model()
+    hf_gpt2, _ = reference_model()
     llama = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=8,
                         num_key_value_heads=2, head_dim=16, max_position_embeddings=64)
     with torch.random.fork_rng(devices=[]):

@@ -1,9 +1,8 @@
 """Out-of-process verdicts of 02_kv_cache."""
 
-import functools
-
 import torch
 
+from attention_course.checks.kv_cache import Recorder, reference_model
 from attention_course.grading.verdicts import RAISES, Assignment, Exercise, integer, raised, randn, shape
 from attention_course.grading.verdicts.causal_attention import gpt2_weights
 from attention_course.kernels import causal as causal_ref
@@ -79,53 +78,27 @@ def _expected_cached_attention(case):
     return expected
 
 
-@functools.cache
-def small_gpt2():
-    """The random GPT-2 the in-notebook check decodes with (Hugging Face weights)."""
-    from attention_course.models import local_gpt2
-
-    return local_gpt2(seed=0, device="cpu", n_layer=2, n_head=4, n_embd=64, n_positions=128).model
-
-
-class Recorder:
-    """The notebook's decoder over ``small_gpt2``, noting each call: (new tokens, with caches?)."""
-
-    def __init__(self):
-        from attention_course.gpt2_forward import GPT2Decoder
-
-        self.model = GPT2Decoder(small_gpt2())
-        self.calls: list[tuple[int, int]] = []
-
-    def __getattr__(self, name):
-        return getattr(self.model, name)
-
-    def new_caches(self, batch_size, max_len):
-        return self.model.new_caches(batch_size, max_len)
-
-    def __call__(self, input_ids, caches=None):
-        self.calls.append((input_ids.shape[-1], int(caches is not None)))
-        return self.model(input_ids, caches)
-
-
 def _generate_cases(generator):
     cases = []
     for use_cache in (True, False, True):
         batch, length, n_new = integer(generator, 1, 2), integer(generator, 1, 8), integer(generator, 2, 9)
-        prompt = torch.randint(0, small_gpt2().config.vocab_size, (batch, length), generator=generator)
+        prompt = torch.randint(0, reference_model()[0].config.vocab_size, (batch, length), generator=generator)
         cases.append({"prompt": prompt, "n_new": n_new, "use_cache": use_cache})
     return cases
 
 
 def _run_generate(student, case):
-    model = Recorder()
+    """The notebook's decoder over the in-notebook check's small random GPT-2, noting each call."""
+    model = Recorder(reference_model()[1])
     tokens = student.greedy_generate(model, case["prompt"], case["n_new"], use_cache=case["use_cache"])
-    return {"tokens": tokens, "calls": torch.tensor(model.calls, dtype=torch.int64).reshape(-1, 2)}
+    calls = [(n_new, int(cached)) for n_new, cached in model.calls]
+    return {"tokens": tokens, "calls": torch.tensor(calls, dtype=torch.int64).reshape(-1, 2)}
 
 
 def _expected_generate(case):
     from attention_course.gpt2_forward import hf_greedy
 
-    return {"tokens": hf_greedy(small_gpt2(), case["prompt"], case["n_new"], use_cache=case["use_cache"])}
+    return {"tokens": hf_greedy(reference_model()[0], case["prompt"], case["n_new"], use_cache=case["use_cache"])}
 
 
 def _judge_generate(case, outputs) -> str:
@@ -156,7 +129,7 @@ SPEC = Assignment(
                  allowed=(ref.KVCache,)),
         Exercise("test_generate", ("greedy_generate",), _generate_cases, _run_generate, _expected_generate,
                  describe=lambda c: f"greedy_generate(model, input_ids{shape(c['prompt'])}, {c['n_new']}, use_cache={c['use_cache']})",
-                 judge=_judge_generate, harness=(Recorder, small_gpt2)),
+                 judge=_judge_generate, harness=(Recorder, reference_model)),
         Exercise("test_bytes", ("kv_cache_bytes",), _bytes_cases,
                  run=lambda s, c: {"bytes": s.kv_cache_bytes(*c["args"])},
                  expected=lambda c: {"bytes": ref.kv_cache_bytes(*c["args"])},
