@@ -193,5 +193,5 @@ def test_objects_that_are_not_plain_data_decode_to_something_the_checks_reject()
             return True
 
     assert decode(encode(Liar(3))) == 3 and type(decode(encode(Liar(3)))) is int
-    assert "object" in repr(decode({"object": "x"})) or repr(decode({"object": "x"})) == "<x>"
+    assert repr(decode({"object": "x"})) == "<x>"
     assert repr(decode({"tensor": {"dtype": "float32", "shape": [5], "data": "AAAA"}})) == "<malformed tensor>"

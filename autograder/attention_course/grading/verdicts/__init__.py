@@ -18,6 +18,7 @@ here passed. One module per assignment lists its exercises; ``quiz`` replays the
 import base64
 import importlib
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -115,14 +116,10 @@ def encode(value):
 
 
 def _is_real(value) -> bool:
-    import numbers
-
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _is_integral(value) -> bool:
-    import numbers
-
     return isinstance(value, numbers.Integral)
 
 

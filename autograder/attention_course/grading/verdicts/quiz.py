@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from attention_course.checks import quiz as checks
-from attention_course.grading.cells import grade_id, is_test_cell
+from attention_course.grading.cells import as_python, grade_id, is_test_cell
 from attention_course.grading.verdicts import decode
 
 CHECKS = ("check_number", "check_choice", "check_formula")
@@ -50,19 +50,12 @@ def is_quiz_cell(cell) -> bool:
                for node in ast.walk(tree))
 
 
-def _python(source: str) -> str:
-    """A cell as plain Python (IPython's magics become calls)."""
-    from IPython.core.inputtransformer2 import TransformerManager
-
-    return TransformerManager().transform_cell(source)
-
-
 def _setup_namespace(cells) -> dict:
     namespace = {"get_ipython": lambda: None}
     for cell in cells:
         if cell.cell_type == "code" and grade_id(cell) == "setup":
             with contextlib.redirect_stdout(io.StringIO()):
-                exec(compile(_python(cell.source), "<setup>", "exec"), namespace)  # noqa: S102 - the instructor's cell
+                exec(compile(as_python(cell.source), "<setup>", "exec"), namespace)  # noqa: S102 - the instructor's cell
     return namespace
 
 

@@ -9,7 +9,7 @@ names what was found. Ordinary code never needs any of it."""
 
 import ast
 
-from attention_course.grading.cells import is_harvest_cell, is_solution_cell, nbgrader_meta
+from attention_course.grading.cells import as_python, is_harvest_cell, is_solution_cell, nbgrader_meta
 
 # Attributes whose only use in a notebook is to change how later cells, errors or calls are handled.
 ATTRIBUTES = {
@@ -54,12 +54,6 @@ def student_cells(nb) -> list[tuple[str, str]]:
         if is_solution_cell(cell) or not (meta.get("locked") or meta.get("grade")):
             cells.append((meta.get("grade_id") or f"cell {index}", cell.source))
     return cells
-
-
-def _python(source: str) -> str:
-    from IPython.core.inputtransformer2 import TransformerManager
-
-    return TransformerManager().transform_cell(source)
 
 
 def _dotted(node) -> str:
@@ -122,13 +116,13 @@ def tampering(nb, setup_sources: list[str]) -> str:
     parsed = []
     for label, source in student_cells(nb):
         try:
-            parsed.append((label, ast.parse(_python(source))))
+            parsed.append((label, ast.parse(as_python(source))))
         except SyntaxError:
             continue  # it fails in the student's process, costing its own items
     setup = []
     for source in setup_sources:
         try:
-            setup.append(ast.parse(_python(source)))
+            setup.append(ast.parse(as_python(source)))
         except SyntaxError:
             continue
     imported = _imported_names(setup + [tree for _, tree in parsed])
