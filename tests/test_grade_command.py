@@ -315,3 +315,16 @@ def test_one_students_text_never_stops_the_class(tmp_path, monkeypatch):
     assert "Hidden test region detected in a non-grade cell" in again["markdown_region"].status
     assert again["solution"].status == "ok" and (course / "grades.csv").is_file()
     assert _digests(hand_in) == before
+    # The grader's own failure while running one notebook stops only that notebook.
+    import shutil
+
+    shutil.rmtree(course / ".grading" / ASSIGNMENT / "executed" / "pasted")
+
+    async def broken(*args, **kwargs):
+        raise RuntimeError("the grader broke")
+
+    monkeypatch.setattr(class_grading, "execute_notebook", broken)
+    third = {r.student: r for r in grade_class(course, ASSIGNMENT, hand_in, workers=2).students}
+    assert third["pasted"].score == 0 and "could not run this notebook (RuntimeError: the grader broke)" in third["pasted"].status
+    assert {s: r.score for s, r in third.items() if s != "pasted"} == {s: 20 for s in by if s != "pasted"}
+    assert (course / "grades.csv").is_file()

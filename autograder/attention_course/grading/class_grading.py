@@ -88,12 +88,16 @@ async def _execute_all(jobs: list[tuple[str, Path, Path]], workers: int, limits:
     async def run(student, prepared, executed, nb):
         async with semaphore:
             digest = _digest(nb)
-            add_harvest(nb, assignment, source_nb)
-            status = await execute_notebook(nb, zygote, limits, files_from=str(prepared.parent))
-            nb.metadata[RUN_KEY] = {"digest": digest, "status": status}
-            executed.parent.mkdir(parents=True, exist_ok=True)
-            nbformat.write(nb, executed)
-            written[executed] = executed.read_bytes()
+            try:
+                add_harvest(nb, assignment, source_nb)
+                status = await execute_notebook(nb, zygote, limits, files_from=str(prepared.parent))
+                nb.metadata[RUN_KEY] = {"digest": digest, "status": status}
+                executed.parent.mkdir(parents=True, exist_ok=True)
+                nbformat.write(nb, executed)
+                written[executed] = executed.read_bytes()
+            except Exception as error:  # the grader's own failure on one notebook: that student only, not the class
+                executed.unlink(missing_ok=True)
+                status = f"the grader could not run this notebook ({type(error).__name__}: {str(error)[:200]}); scored 0"
             statuses[student] = status
             if bar is not None:
                 bar.update(1)
