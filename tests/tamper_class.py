@@ -171,7 +171,7 @@ _fused = getattr(F, "scaled_dot_product_" + "attention")
 '''
 SDPA_ATTENTION = '''
 def attention(q, k, v, causal=True):
-    mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool).tril(k.shape[-2] - q.shape[-2]) if causal else None
+    mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril(k.shape[-2] - q.shape[-2]) if causal else None
     return _fused(q, k, v, attn_mask=mask)
 '''
 REFERENCE_IMPORT = "from attention_course.kernels.causal import *\n"
