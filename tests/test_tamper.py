@@ -16,23 +16,38 @@ import nbformat
 import pytest
 from nbgrader.utils import determine_grade
 
-from attention_course.grading.cells import grade_id, is_harvest_cell, is_test_cell
+from attention_course.grading.cells import grade_id, is_test_cell
 from class_fixtures import ASSIGNMENT
 from course_copy import copy_course
-from tamper_class import NOTEBOOK, TAMPERS, tamper_class
+from tamper_class import IN_AN_ADDED_CELL, NOTEBOOK, TAMPERS, tamper_class
+
+CASES = [*TAMPERS, *IN_AN_ADDED_CELL]
 
 pytestmark = pytest.mark.nbgrader
 
 # Cases whose test cells all pass in the student's process: stock nbgrader gives them 20 / 20.
 FOOLS_STOCK_NBGRADER = ("blank_later_cells", "swallow_errors_ast", "delete_checks_ast", "replace_checks", "fake_package",
                         "custom_exception_handler", "silenced_tracebacks")
-# What each case's feedback must say on its first code item.
+# What each case's feedback must say on its first code item: the construct outside the answer
+# language that left its cell out of grading, or the shortcut the watch saw.
+LEFT_OUT = "left out of grading, outside the answer rules: "
 NAMED = {
-    "blank_later_cells_plainly": "the notebook changes how it is graded: input_transformers_post (rewrites later cells)",
-    "fake_package": "the notebook changes how it is graded: import attention_course.grading",
-    "swap_in_references": "a forbidden shortcut: it calls attention_course.kernels.causal.causal_mask",
-    "reference_import": "a forbidden shortcut: it calls attention_course.kernels.causal.causal_mask",
-    "blank_later_cells": "no result came back from the notebook",
+    "blank_later_cells": LEFT_OUT + "get_ipython: reaches IPython's machinery",
+    "blank_later_cells_plainly": LEFT_OUT + "get_ipython: reaches IPython's machinery",
+    "fake_package": LEFT_OUT + "import sys",
+    "swap_in_references": LEFT_OUT + "from attention_course.kernels import ...",
+    "reference_import": LEFT_OUT + "from attention_course.kernels.causal import ...",
+    "grading_alias": LEFT_OUT + "import attention_course: answers may import only",
+    "exec_reference_source": LEFT_OUT + "import inspect",
+    "threads_and_signals": LEFT_OUT + "import signal",
+    "pickled_outputs": LEFT_OUT + "load: loads files (pickles)",
+    "top_level_patch": LEFT_OUT + "torch.allclose = ...: it changes something imported",
+    "added_cell_reference": LEFT_OUT + "from attention_course.kernels.causal import ...",
+}
+NAMED_ON_ATTENTION = {
+    "sdpa_alias": "getattr with a computed name",
+    "popped_torch_mode": "exec: runs code from a string",
+    "computed_getattr": "getattr with a computed name",
 }
 
 
@@ -64,22 +79,23 @@ def in_process_points(course, student: str) -> float:
     if not executed.is_file():
         return 0.0
     nb = nbformat.read(executed, as_version=4)
-    return sum(determine_grade(cell)[0] or 0 for cell in nb.cells if is_test_cell(cell) and not is_harvest_cell(cell))
+    return sum(determine_grade(cell)[0] or 0 for cell in nb.cells if is_test_cell(cell))
 
 
 def test_every_tamper_case_scores_zero_on_every_item(tampered):
     course, _, _, _, result = tampered
     by = {r.student: r for r in result.students}
-    scores = {name: (in_process_points(course, name), by[name].score) for name in TAMPERS}
+    scores = {name: (in_process_points(course, name), by[name].score) for name in CASES}
     print("\n".join(f"{name:<28} in the student's process {points:>4g} / 20   graded {score:g} / 20"
                     for name, (points, score) in scores.items()))
     assert {name: score for name, (_, score) in scores.items() if score} == {}
-    for name in TAMPERS:
+    for name in CASES:
         assert len(by[name].lost) == 11, f"{name} kept {set(by['honest'].lost) ^ set(by[name].lost)}"
     assert all(scores[name][0] == 20 for name in FOOLS_STOCK_NBGRADER), scores
     for name, phrase in NAMED.items():
         assert phrase in by[name].lost["test_causal_mask"], f"{name}: {by[name].lost['test_causal_mask']}"
-    assert "scaled_dot_product_attention" in by["sdpa_alias"].lost["test_attention"]
+    for name, phrase in NAMED_ON_ATTENTION.items():
+        assert phrase in by[name].lost["test_attention"], f"{name}: {by[name].lost['test_attention']}"
 
 
 def test_honest_students_keep_every_point(tampered):
@@ -89,16 +105,17 @@ def test_honest_students_keep_every_point(tampered):
     assert (by["prober"].score, by["prober"].lost) == (20, {})
 
 
-def _printed(course, student: str, cell_id: str) -> str:
+def _printed(course, student: str, cell_id: str | None) -> str:
+    """What a cell printed in the student's own run (``None``: the cell the student added)."""
     nb = nbformat.read(course / "autograded" / student / ASSIGNMENT / NOTEBOOK, as_version=4)
-    cell = next(c for c in nb.cells if grade_id(c) == cell_id)
+    cell = next(c for c in nb.cells if c.cell_type == "code" and grade_id(c) == cell_id)
     return "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="kernels are confined to users and namespaces of their own only when the grader is root")
 def test_a_kernel_cannot_read_or_write_the_graders_files_nor_reach_the_network(tampered):
     course, _, _, _, _ = tampered
-    printed = _printed(course, "prober", "q5")
+    printed = _printed(course, "prober", None)
     assert "could not read the answer keys" in printed
     assert "wrote: []" in printed
     assert "network: unreachable" in printed

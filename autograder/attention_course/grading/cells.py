@@ -20,13 +20,6 @@ def is_test_cell(cell) -> bool:
     return bool(meta.get("grade")) and not meta.get("solution") and cell.get("cell_type") == "code"
 
 
-def as_python(source: str) -> str:
-    """A cell's code as plain Python: IPython's magics and shell escapes become calls."""
-    from IPython.core.inputtransformer2 import TransformerManager
-
-    return TransformerManager().transform_cell(source)
-
-
 def is_harvest_cell(cell) -> bool:
     """The cell the grader appends to collect the student's outputs (see ``verdicts``)."""
     return HARVEST_KEY in cell.get("metadata", {})

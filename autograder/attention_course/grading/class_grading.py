@@ -22,10 +22,10 @@ import nbformat
 from attention_course.grading.cells import grade_id, is_test_cell
 from attention_course.grading.collect import Entry, answer_ids, collect, place, restore_originals, snapshot
 from attention_course.grading.course import ASSIGNMENTS, source_notebook
-from attention_course.grading.execute import Limits, confined, execute_notebook
-from attention_course.grading.nbgrader_plugin import EXECUTED_AUTOGRADE_PREPROCESSORS, EXECUTED_ENV, code_of, executed_path
+from attention_course.grading.execute import Limits, confined
+from attention_course.grading.nbgrader_plugin import (EXECUTED_AUTOGRADE_PREPROCESSORS, EXECUTED_ENV, code_of, executed_path,
+                                                     execute_with_harvest)
 from attention_course.grading.nbgrader_steps import generate_release, nbgrader, stored_grades
-from attention_course.grading.verdicts.judge import add_harvest
 from attention_course.grading.zygote import Zygote
 
 WORK = ".grading"
@@ -87,8 +87,7 @@ async def _execute_all(jobs: list[tuple[str, Path, Path]], workers: int, limits:
     async def run(student, prepared, executed, nb):
         async with semaphore:
             digest = _digest(nb)
-            add_harvest(nb, assignment, source_nb)
-            status = await execute_notebook(nb, zygote, limits, files_from=str(prepared.parent))
+            status = await execute_with_harvest(nb, assignment, source_nb, zygote, limits, str(prepared.parent))
             nb.metadata[RUN_KEY] = {"digest": digest, "status": status}
             executed.parent.mkdir(parents=True, exist_ok=True)
             nbformat.write(nb, executed)
