@@ -95,8 +95,8 @@ def breakdown(course: Path, assignment: str) -> tuple[float, float, float]:
 
 def kernel_start(root: Path, isolate: bool, repeats: int = 5) -> float:
     """Seconds to start a kernel from the zygote, run one empty cell and shut it down."""
-    limits, _ = confined(Limits(), root)
-    limits = Limits(isolate=isolate and limits.isolate, hidden=limits.hidden, first_uid=limits.first_uid)
+    limits, _ = confined(Limits())
+    limits = Limits(isolate=isolate and limits.isolate, first_uid=limits.first_uid)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("pass")])
     with Zygote() as zygote:
         asyncio.run(execute_notebook(nb, zygote, limits))  # the zygote's imports, not timed

@@ -153,6 +153,15 @@ try:
 except OSError as error:
     print("network: unreachable:", error)
 '''
+WALK_FOR_NOTEBOOKS = '''
+import os
+_names = ("causal_attention.ipynb", "kv_cache.ipynb", "mqa.ipynb", "gqa.ipynb", "quiz.ipynb")
+_found = []
+for _top in [p for p in os.listdir("/") if p not in ("proc", "sys", "dev", "usr")]:
+    for _folder, _dirs, _files in os.walk("/" + _top):
+        _found += [os.path.join(_folder, f) for f in _files if f in _names and not _folder.startswith(os.getcwd())]
+print("course notebooks elsewhere:", _found[:20])
+'''
 EXIT_EARLY = "import os\nos._exit(0)\n"
 FAKE_PASSED = 'print("✓ causal_mask: correct on 12 cases")\nprint("All tests passed: 20 / 20")\n'
 CUSTOM_HANDLER = 'getattr(get_ipython(), "set_custom" + "_exc")((BaseException,), lambda *args, **kwargs: None)\n'
@@ -266,7 +275,7 @@ def _notebook(answers: dict[str, str], added: str = ""):
 
 def tamper_class(root: str, marker: str, submitted_of) -> dict[str, bytes]:
     """{student/file: bytes}: the tamper cases, an honest student, and an honest student who probes
-    the confinement (network, the grader's files). ``submitted_of(student)``: the path of the file
+    the confinement in a cell of its own (network, the grader's files, the course's notebooks anywhere). ``submitted_of(student)``: the path of the file
     that student hands in."""
     files = {}
     for name, (before, after) in TAMPERS.items():
@@ -281,6 +290,6 @@ def tamper_class(root: str, marker: str, submitted_of) -> dict[str, bytes]:
     for name, code in IN_AN_ADDED_CELL.items():
         files[f"{name}/{NOTEBOOK}"] = nbformat.writes(_notebook({cell: "" for cell in WRONG}, added=code)).encode()
     files[f"honest/{NOTEBOOK}"] = nbformat.writes(_notebook({})).encode()
-    probe = _filled(READ_KEYS + WRITE_RESULTS + NETWORK, {"root": root, "marker": marker, "submitted": submitted_of("prober")})
+    probe = _filled(READ_KEYS + WRITE_RESULTS + NETWORK + WALK_FOR_NOTEBOOKS, {"root": root, "marker": marker, "submitted": submitted_of("prober")})
     files[f"prober/{NOTEBOOK}"] = nbformat.writes(_notebook({}, added=probe)).encode()
     return files

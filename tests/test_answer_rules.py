@@ -10,7 +10,8 @@ from attention_course.answer_rules import Rules, read_cell
 from attention_course.examples import build_submission, students_of
 from attention_course.grading.cells import is_harvest_cell
 from attention_course.grading.course import ASSIGNMENTS, release_notebook, source_notebook
-from attention_course.grading.verdicts.judge import accepted_code, answer_rules, harvest_notebook
+from attention_course.answer_rules import accepted_code
+from attention_course.grading.verdicts.judge import answer_rules, harvest_notebook
 from course_copy import ROOT
 
 GIVEN = Rules(given={"torch": "torch", "F": "torch.nn.functional", "nn": "torch.nn", "math": "math", "device": "",
@@ -109,11 +110,12 @@ def test_a_cell_outside_the_rules_is_left_out_whole_and_named():
     cell.source = "import inspect\n" + cell.source
     harvest_nb, left_out = harvest_notebook(nb, "01_causal_attention", source, seed=1)
     assert [str(b) for b in left_out] == ["import inspect: answers may import only torch, torch.nn, torch.nn.functional, math, numpy, "
-                                          "einops, functools, itertools, typing, dataclasses, collections, collections.abc "
+                                          "einops, functools, itertools, typing, dataclasses, collections, collections.abc, time "
                                           "(line 1 of attention)"]
     code = "\n".join(c.source for c in harvest_nb.cells if not is_harvest_cell(c))
     assert "def attention(" not in code and "def attention_weights(" in code
-    assert not any("check" in c.source for c in harvest_nb.cells if not is_harvest_cell(c) and "import" not in c.source)
+    tests = {c.source for c in source.cells if c.metadata.get("nbgrader", {}).get("grade")}
+    assert not any(c.source in tests for c in harvest_nb.cells), "no test cell runs where the verdicts come from"
 
 
 def test_the_rules_of_an_assignment_hand_over_what_its_setup_cell_gives():
@@ -122,3 +124,55 @@ def test_the_rules_of_an_assignment_hand_over_what_its_setup_cell_gives():
     assert not rules.forbidden_given("causal_mask") and not rules.forbidden_given("KVCache")
     assert rules.forbidden_given("checks") and not rules.fused_allowed
     assert answer_rules("02_kv_cache", *_notebooks("02_kv_cache")).fused_allowed
+
+
+def _defined_in_a_cell(code: str, name: str, namespace: dict):
+    """``name`` as a notebook cell defines it: compiled from a file that is not on disk, its lines in
+    linecache (as IPython keeps a cell's code)."""
+    import linecache
+
+    filename = f"/nonexistent/ipykernel/cell_{abs(hash(code))}.py"
+    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+    exec(compile(code, filename, "exec"), namespace)
+    return namespace[name]
+
+
+@pytest.mark.parametrize(("check", "code", "name"), [
+    ("attention_course.checks.causal_attention:check_causal_mask",
+     "import inspect\ndef causal_mask(n_queries, n_keys, device=None):\n"
+     "    return torch.ones(n_queries, n_keys, dtype=torch.bool, device=device).tril(n_keys - n_queries)", "causal_mask"),
+    ("attention_course.checks.causal_attention:check_attention",
+     "def attention(q, k, v, causal=True):\n    return getattr(F, 'scaled_dot_product_' + 'attention')(q, k, v)", "attention"),
+    ("attention_course.checks.gqa:check_repeat_kv",
+     "def repeat_kv(x, n_rep):\n    return x.__class__.repeat_interleave(x, n_rep, dim=1)", "repeat_kv"),
+])
+def test_the_visible_checks_read_the_cell_as_the_grader_does(check, code, name):
+    import importlib
+
+    import torch
+    import torch.nn.functional as F
+
+    module, function = check.split(":")
+    student = _defined_in_a_cell(code, name, {"torch": torch, "F": F, "__name__": "__main__"})
+    with pytest.raises(AssertionError, match="outside the rules in the box at the top, so grading would leave the cell out"):
+        getattr(importlib.import_module(module), function)(student)
+
+
+def test_a_print_in_a_cell_is_no_breach_for_the_visible_checks_either():
+    import torch
+
+    from attention_course.checks.causal_attention import check_causal_mask
+
+    import inspect
+
+    from attention_course.answer_rules import as_python
+    from attention_course.kernels import causal
+
+    code = inspect.getsource(causal.causal_mask) + "print(causal_mask(2, 3))\n%timeit causal_mask(4, 4)\n"
+
+    class Shell:  # what the %timeit line calls
+        def run_line_magic(self, *args):
+            pass
+
+    namespace = {"torch": torch, "get_ipython": Shell, "__name__": "__main__"}
+    check_causal_mask(_defined_in_a_cell(as_python(code), "causal_mask", namespace))

@@ -28,26 +28,34 @@ pytestmark = pytest.mark.nbgrader
 # Cases whose test cells all pass in the student's process: stock nbgrader gives them 20 / 20.
 FOOLS_STOCK_NBGRADER = ("blank_later_cells", "swallow_errors_ast", "delete_checks_ast", "replace_checks", "fake_package",
                         "custom_exception_handler", "silenced_tracebacks")
-# What each case's feedback must say on its first code item: the construct outside the answer
-# language that left its cell out of grading, or the shortcut the watch saw.
+# What each case's feedback says on its first code item. Where its test cells pass in the student's
+# process, the verdict names why it fails: the construct outside the answer language that left its
+# cell out of grading, or (a call at the top level of a cell is not run when grading) the wrong
+# answer beside it.
 LEFT_OUT = "left out of grading, outside the answer rules: "
 NAMED = {
-    "blank_later_cells": LEFT_OUT + "get_ipython: reaches IPython's machinery",
-    "blank_later_cells_plainly": LEFT_OUT + "get_ipython: reaches IPython's machinery",
+    "blank_later_cells": "mask differs from the reference",
+    "blank_later_cells_plainly": "mask differs from the reference",
+    "custom_exception_handler": "mask differs from the reference",
+    "swallow_errors_ast": LEFT_OUT + "import ast",
+    "delete_checks_ast": LEFT_OUT + "import ast",
+    "replace_checks": LEFT_OUT + "the name _m",
     "fake_package": LEFT_OUT + "import sys",
+    "silenced_tracebacks": LEFT_OUT + "import sys",
     "swap_in_references": LEFT_OUT + "from attention_course.kernels import ...",
     "reference_import": LEFT_OUT + "from attention_course.kernels.causal import ...",
-    "grading_alias": LEFT_OUT + "import attention_course: answers may import only",
     "exec_reference_source": LEFT_OUT + "import inspect",
-    "threads_and_signals": LEFT_OUT + "import signal",
-    "pickled_outputs": LEFT_OUT + "load: loads files (pickles)",
-    "top_level_patch": LEFT_OUT + "torch.allclose = ...: it changes something imported",
-    "added_cell_reference": LEFT_OUT + "from attention_course.kernels.causal import ...",
 }
-NAMED_ON_ATTENTION = {
-    "sdpa_alias": "getattr with a computed name",
-    "popped_torch_mode": "exec: runs code from a string",
-    "computed_getattr": "getattr with a computed name",
+# Where they fail in the student's process, the visible check has already named the rule.
+VISIBLE = "outside the rules in the box at the top, so grading would leave the cell out: "
+NAMED_BY_THE_VISIBLE_CHECK = {
+    ("grading_alias", "test_causal_mask"): VISIBLE + "import attention_course",
+    ("pickled_outputs", "test_causal_mask"): VISIBLE + "load: loads files (pickles)",
+    ("threads_and_signals", "test_causal_mask"): VISIBLE + "import signal",
+    ("top_level_patch", "test_causal_mask"): VISIBLE + "torch.allclose = ...: it changes something imported",
+    ("popped_torch_mode", "test_attention"): VISIBLE + "exec: runs code from a string",
+    ("computed_getattr", "test_attention"): VISIBLE + "getattr with a computed name",
+    ("sdpa_alias", "test_attention"): VISIBLE + "the name _fused",
 }
 
 
@@ -94,8 +102,8 @@ def test_every_tamper_case_scores_zero_on_every_item(tampered):
     assert all(scores[name][0] == 20 for name in FOOLS_STOCK_NBGRADER), scores
     for name, phrase in NAMED.items():
         assert phrase in by[name].lost["test_causal_mask"], f"{name}: {by[name].lost['test_causal_mask']}"
-    for name, phrase in NAMED_ON_ATTENTION.items():
-        assert phrase in by[name].lost["test_attention"], f"{name}: {by[name].lost['test_attention']}"
+    for (name, item), phrase in NAMED_BY_THE_VISIBLE_CHECK.items():
+        assert phrase in by[name].lost[item], f"{name}: {by[name].lost[item]}"
 
 
 def test_honest_students_keep_every_point(tampered):
@@ -113,12 +121,13 @@ def _printed(course, student: str, cell_id: str | None) -> str:
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="kernels are confined to users and namespaces of their own only when the grader is root")
-def test_a_kernel_cannot_read_or_write_the_graders_files_nor_reach_the_network(tampered):
+def test_a_kernel_sees_nothing_of_the_graders_machine_but_python_and_cannot_reach_the_network(tampered):
     course, _, _, _, _ = tampered
     printed = _printed(course, "prober", None)
     assert "could not read the answer keys" in printed
     assert "wrote: []" in printed
     assert "network: unreachable" in printed
+    assert "course notebooks elsewhere: []" in printed
     assert "could not read the answer keys" in _printed(course, "read_answer_keys", "causal_mask")
 
 

@@ -20,10 +20,11 @@ every call of a forbidden kernel: nothing is missed by aliasing, ``exec`` string
 """
 
 import ast
+import inspect
 from dataclasses import dataclass, field
 
 ALLOWED_IMPORTS = ("torch", "torch.nn", "torch.nn.functional", "math", "numpy", "einops", "functools", "itertools",
-                   "typing", "dataclasses", "collections", "collections.abc")
+                   "typing", "dataclasses", "collections", "collections.abc", "time")
 
 DYNAMIC = {
     "exec": "runs code from a string", "eval": "runs code from a string", "compile": "builds code from a string",
@@ -58,8 +59,20 @@ SPECIAL_ATTRIBUTES = ("__init__",)  # super().__init__(), nn.Module.__init__(sel
 SPECIAL_METHODS = ("__init__", "__call__", "__len__", "__repr__", "__str__", "__getitem__", "__setitem__", "__iter__",
                    "__next__", "__contains__", "__bool__", "__post_init__", "__enter__", "__exit__")
 NAME_ARGUMENT = {"getattr": 1, "setattr": 1, "delattr": 1, "hasattr": 1}
+# What grading runs of a cell's top level (a print or a magic runs only in the student's notebook).
+TOP_LEVEL = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef, ast.Assign, ast.AnnAssign, ast.AugAssign)
 # Package functions that every notebook may hand over (where its code runs, not what it computes).
 ALWAYS_HANDED_OVER = ("attention_course.default_device", "attention_course.runtime.default_device")
+# What each assignment's set-up cell hands over: earlier assignments' solutions and the notebook's harness.
+HANDED_OVER = {
+    "02_kv_cache": ("attention_course.kernels.causal.attention", "attention_course.kernels.causal.causal_mask",
+                    "attention_course.kernels.causal.split_heads", "attention_course.kernels.causal.merge_heads",
+                    "attention_course.gpt2_forward.GPT2Decoder"),
+    "03_mqa": ("attention_course.kernels.causal.causal_mask", "attention_course.kernels.kv_cache.KVCache"),
+    "04_gqa": ("attention_course.kernels.causal.causal_mask", "attention_course.kernels.kv_cache.KVCache"),
+}
+# Where a notebook hands over attention itself, torch's fused attention is no shortcut.
+HANDS_OVER_ATTENTION = "attention_course.kernels.causal.attention"
 
 
 @dataclass(frozen=True)
@@ -128,6 +141,25 @@ def import_origins(source: str) -> dict[str, str]:
 def defined_names(source: str) -> set[str]:
     """The names a cell binds at its top level."""
     return set(import_origins(source))
+
+
+def accepted_code(source: str, label: str, rules: Rules) -> tuple[str, list[Breach]]:
+    """The part of a student's cell the grader runs: its imports, definitions and assignments, when
+    all of them keep to the rules ('' and the breaches otherwise). Line numbers stay as written."""
+    try:
+        code = as_python(source)
+        tree = ast.parse(code)
+    except SyntaxError as error:
+        return "", [Breach(label, error.lineno or 0, f"a syntax error: {error.msg}")]
+    lines = code.splitlines()
+    kept = [""] * len(lines)
+    for node in tree.body:
+        if isinstance(node, TOP_LEVEL) or (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):
+            first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+            kept[first - 1 : node.end_lineno] = lines[first - 1 : node.end_lineno]
+    accepted = "\n".join(kept)
+    breaches = read_cell(accepted, label, rules)
+    return ("", breaches) if breaches else (accepted, [])
 
 
 def read_cell(source: str, label: str, rules: Rules) -> list[Breach]:
@@ -355,3 +387,39 @@ def _builds_an_object(func, own_classes: frozenset[str]) -> bool:
     if isinstance(func, ast.Name):
         return func.id in own_classes
     return isinstance(func, ast.Attribute) and func.attr[:1].isupper() and bool(_dotted(func))
+
+
+def read_function(obj) -> list[Breach]:
+    """The breaches of the notebook cell that defines a function or class, read in the notebook's
+    own process (the visible checks): the rules as the grader applies them, the given names taken
+    from the notebook's namespace. Code that was not written in a notebook cell is not read."""
+    import linecache
+    import os
+
+    obj = getattr(obj, "__func__", obj)  # a bound method: its function
+    if not (inspect.isfunction(obj) or inspect.isclass(obj)):
+        obj = type(obj)  # an object of the student's class
+    functions = [obj] if inspect.isfunction(obj) else [m for m in vars(obj).values() if inspect.isfunction(m)]
+    files = {f.__code__.co_filename for f in functions if not os.path.exists(f.__code__.co_filename)}
+    found = []
+    for filename in sorted(files):
+        lines = linecache.getlines(filename)
+        if lines:
+            namespace = next(f.__globals__ for f in functions if f.__code__.co_filename == filename)
+            found += accepted_code("".join(lines), f"the cell that defines {obj.__name__}", _rules_of(namespace))[1]
+    return found
+
+
+def _rules_of(namespace: dict) -> Rules:
+    """The rules of a notebook, from its namespace: what each name holds, and where that comes from."""
+    given, classes = {}, set()
+    for name, value in namespace.items():
+        if inspect.ismodule(value):
+            given[name] = value.__name__
+        elif inspect.isclass(value) and value.__module__ == namespace.get("__name__"):
+            classes.add(name)
+        elif callable(value) and str(getattr(value, "__module__", "")).startswith("attention_course"):
+            given[name] = f"{value.__module__}.{value.__qualname__}"
+    handed_over = frozenset(ALWAYS_HANDED_OVER).union(*HANDED_OVER.values())
+    return Rules(given=given, handed_over=handed_over, fused_allowed=HANDS_OVER_ATTENTION in given.values(),
+                 own_classes=frozenset(classes))

@@ -198,7 +198,7 @@ def grade_class(root: Path, assignment: str, submissions: Path, workers: int | N
         selection = _only(root, assignment, set(results))
         jobs = _prepare(root, assignment, entries, results, selection, work)
 
-        limits, cannot = confined(limits, root, also_hidden=(submissions.resolve(),))
+        limits, cannot = confined(limits)
         notes += cannot
         if limits.threads is None:
             limits = replace(limits, threads=max(1, (os.cpu_count() or 1) // workers))

@@ -26,12 +26,6 @@ def find_course_root(start: Path | None = None) -> Path:
     )
 
 
-def grader_paths(root: Path) -> tuple[str, ...]:
-    """What a student's kernel must not read or write: hidden tests, submissions, grades, feedback."""
-    names = ("source", "submitted", "autograded", "feedback", ".grading", "gradebook.db", "grades.csv")
-    return tuple(str(Path(root) / name) for name in names)
-
-
 def source_notebook(root: Path, assignment: str) -> Path:
     return root / "source" / assignment / ASSIGNMENTS[assignment]
 

@@ -87,7 +87,7 @@ class ConfinedExecute(NbGraderPreprocessor):
     def preprocess(self, nb, resources):
         assignment = resources["nbgrader"]["assignment"]
         os.environ.setdefault("NBGRADER_EXECUTION", "autograde")
-        limits, cannot = confined(Limits(), _root(self))
+        limits, cannot = confined(Limits())
         for note in cannot:
             self.log.warning(note)
         status = asyncio.run(execute_with_harvest(nb, assignment, _source(self, assignment), _zygote(), limits,

@@ -2,12 +2,11 @@
 
 import torch
 
+from attention_course.answer_rules import HANDED_OVER
 from attention_course.grading.verdicts import Assignment, Exercise, integer, raised, randn, shape
 from attention_course.kernels import gqa as ref
 from attention_course.kernels.kv_cache import KVCache
 
-# The setup cells of 03 and 04 hand over 01's mask and 02's cache.
-ALLOWED = ("attention_course.kernels.causal.causal_mask", "attention_course.kernels.kv_cache.KVCache")
 
 
 def _heads(generator, n_kv_heads: int | None) -> tuple[int, int]:
@@ -162,5 +161,5 @@ SPEC = Assignment(
                  describe=lambda c: f"mha_to_gqa(MHA layer {c['size'][:2]} (bias={c['bias']}), {c['size'][2]})",
                  harness=(_mha,)),
     ),
-    allowed=ALLOWED,
+    allowed=HANDED_OVER["04_gqa"],
 )

@@ -14,7 +14,7 @@ import secrets
 
 import nbformat
 
-from attention_course.answer_rules import ALWAYS_HANDED_OVER, Breach, Rules, as_python, import_origins, read_cell
+from attention_course.answer_rules import ALWAYS_HANDED_OVER, Breach, Rules, accepted_code, as_python, import_origins
 from attention_course.grading.cells import HARVEST_KEY, grade_id, is_harvest_cell, is_solution_cell, is_test_cell, nbgrader_meta
 from attention_course.grading.harvest import harvest_source
 from attention_course.grading.verdicts import ERROR_NAME, HARVEST_MIME, assignment_spec, judge_exercise
@@ -22,7 +22,6 @@ from attention_course.grading.verdicts import quiz
 from attention_course.grading.verdicts.quiz import is_quiz_cell
 
 MAX_HARVEST_CHARS = 20_000_000
-TOP_LEVEL = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef, ast.Assign, ast.AnnAssign, ast.AugAssign)
 
 
 def student_cells(nb) -> list[tuple[int, str, str]]:
@@ -65,25 +64,6 @@ def answer_rules(assignment: str, source_nb, nb) -> Rules:
                  fused_allowed=not spec.fused_attention_forbidden, own_classes=frozenset(classes))
 
 
-def accepted_code(source: str, label: str, rules: Rules) -> tuple[str, list[Breach]]:
-    """The part of a student's cell the grader runs: its imports, definitions and assignments, when
-    all of them keep to the rules ('' and the breaches otherwise). Line numbers stay as written."""
-    try:
-        code = as_python(source)
-        tree = ast.parse(code)
-    except SyntaxError as error:
-        return "", [Breach(label, error.lineno or 0, f"a syntax error: {error.msg}")]
-    lines = code.splitlines()
-    kept = [""] * len(lines)
-    for node in tree.body:
-        if isinstance(node, TOP_LEVEL) or (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):
-            first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
-            kept[first - 1 : node.end_lineno] = lines[first - 1 : node.end_lineno]
-    accepted = "\n".join(kept)
-    breaches = read_cell(accepted, label, rules)
-    return ("", breaches) if breaches else (accepted, [])
-
-
 def harvest_notebook(nb, assignment: str, source_nb, seed: int | None = None):
     """(the notebook the verdicts come from, the student's cells left out of it and why)."""
     seed = secrets.randbits(30) if seed is None else seed
@@ -98,7 +78,7 @@ def harvest_notebook(nb, assignment: str, source_nb, seed: int | None = None):
     for index, cell in enumerate(nb.cells):
         if index in ours:
             code, breaches = accepted_code(ours[index][1], ours[index][0], rules)
-            left_out += breaches
+            left_out += breaches[:1]  # the first is enough to say why; the visible checks show the rest
             if code.strip():
                 cells.append(nbformat.v4.new_code_cell(code))
             continue

@@ -2,6 +2,7 @@
 
 import torch
 
+from attention_course.answer_rules import HANDED_OVER
 from attention_course.checks.kv_cache import Recorder, reference_model
 from attention_course.grading.verdicts import RAISES, Assignment, Exercise, integer, raised, randn, shape
 from attention_course.grading.verdicts.causal_attention import gpt2_weights
@@ -136,8 +137,6 @@ SPEC = Assignment(
                  describe=lambda c: f"kv_cache_bytes{c['args']}"),
     ),
     # The setup cell hands over 01's functions and the notebook's GPT-2 decoder.
-    allowed=("attention_course.kernels.causal.attention", "attention_course.kernels.causal.causal_mask",
-             "attention_course.kernels.causal.split_heads", "attention_course.kernels.causal.merge_heads",
-             "attention_course.gpt2_forward.GPT2Decoder"),
+    allowed=HANDED_OVER["02_kv_cache"],
     fused_attention_forbidden=False,
 )

@@ -2,8 +2,9 @@
 
 import torch
 
+from attention_course.answer_rules import HANDED_OVER
 from attention_course.grading.verdicts import Assignment, Exercise, randn, shape
-from attention_course.grading.verdicts.gqa import ALLOWED, PARAMS, attention_exercise, expected_layer, layer_cases, run_layer
+from attention_course.grading.verdicts.gqa import PARAMS, attention_exercise, expected_layer, layer_cases, run_layer
 from attention_course.memory import NewStorages
 
 # One decode-like call, as in the notebook's check: B = 2 so that a broadcast matmul would copy k.
@@ -49,5 +50,5 @@ SPEC = Assignment(
                                     f"then cached in chunks of {c['chunks']}"),
         PARAMS,
     ),
-    allowed=ALLOWED,
+    allowed=HANDED_OVER["03_mqa"],
 )
