@@ -23,6 +23,8 @@ import ast
 import inspect
 from dataclasses import dataclass, field
 
+from attention_course.assignments import RECORDS
+
 ALLOWED_IMPORTS = ("torch", "torch.nn", "torch.nn.functional", "math", "numpy", "einops", "functools", "itertools",
                    "typing", "dataclasses", "collections", "collections.abc", "time")
 
@@ -63,14 +65,7 @@ NAME_ARGUMENT = {"getattr": 1, "setattr": 1, "delattr": 1, "hasattr": 1}
 TOP_LEVEL = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef, ast.Assign, ast.AnnAssign, ast.AugAssign)
 # Package functions that every notebook may hand over (where its code runs, not what it computes).
 ALWAYS_HANDED_OVER = ("attention_course.default_device", "attention_course.runtime.default_device")
-# What each assignment's set-up cell hands over: earlier assignments' solutions and the notebook's harness.
-HANDED_OVER = {
-    "02_kv_cache": ("attention_course.kernels.causal.attention", "attention_course.kernels.causal.causal_mask",
-                    "attention_course.kernels.causal.split_heads", "attention_course.kernels.causal.merge_heads",
-                    "attention_course.gpt2_forward.GPT2Decoder"),
-    "03_mqa": ("attention_course.kernels.causal.causal_mask", "attention_course.kernels.kv_cache.KVCache"),
-    "04_gqa": ("attention_course.kernels.causal.causal_mask", "attention_course.kernels.kv_cache.KVCache"),
-}
+HANDED_OVER = {record.id: record.handed_over for record in RECORDS}
 # Where a notebook hands over attention itself, torch's fused attention is no shortcut.
 HANDS_OVER_ATTENTION = "attention_course.kernels.causal.attention"
 

@@ -3,14 +3,10 @@
 import shutil
 from pathlib import Path
 
-# Assignment id -> notebook name, fixed by the course design: graders, links and badges use them.
-ASSIGNMENTS = {
-    "01_causal_attention": "causal_attention.ipynb",
-    "02_kv_cache": "kv_cache.ipynb",
-    "03_mqa": "mqa.ipynb",
-    "04_gqa": "gqa.ipynb",
-    "05_quiz": "quiz.ipynb",
-}
+from attention_course.assignments import RECORDS
+
+# Assignment id -> notebook name (see ``attention_course.assignments``).
+ASSIGNMENTS = {record.id: record.notebook for record in RECORDS}
 
 
 def find_course_root(start: Path | None = None) -> Path:

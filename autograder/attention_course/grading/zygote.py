@@ -105,12 +105,12 @@ def _become_kernel(request: dict, root: str) -> None:
 
 
 def serve() -> None:
+    from attention_course.assignments import RECORDS
     from attention_course.grading.harvest import REFERENCE_MODULES
-    from attention_course.grading.verdicts import MODULES
 
     for module in PRELOAD:
         importlib.import_module(module)
-    verdicts = [f"attention_course.grading.verdicts.{name}" for name in MODULES.values() if name]
+    verdicts = [f"attention_course.grading.verdicts.{record.topic}" for record in RECORDS if record.kernels]
     for module in (*verdicts, *REFERENCE_MODULES):  # what the harvest cells use and watch for
         try:
             importlib.import_module(module)

@@ -2,8 +2,7 @@
 
 import torch
 
-from attention_course.answer_rules import HANDED_OVER
-from attention_course.grading.verdicts import Assignment, Exercise, randn, shape
+from attention_course.grading.verdicts import Exercise, randn, shape
 from attention_course.grading.verdicts.gqa import PARAMS, attention_exercise, expected_layer, layer_cases, run_layer
 from attention_course.memory import NewStorages
 
@@ -38,17 +37,14 @@ def _judge_no_copy(case, outputs) -> str:
     return ""
 
 
-SPEC = Assignment(
-    (
-        attention_exercise("test_mqa_attention", "mqa_attention", 1),
-        Exercise("test_mqa_no_copy", ("mqa_attention",), _no_copy_cases, _run_no_copy, expected=lambda c: {},
-                 describe=lambda c: f"mqa_attention(q{shape(c['q'])}, k{shape(c['k'])}, v{shape(c['v'])})",
-                 judge=_judge_no_copy),
-        Exercise("test_module", ("MultiQueryAttention",), layer_cases(1),
-                 run_layer(lambda s, c: s.MultiQueryAttention(*c["size"][:2], bias=c["bias"])), expected_layer,
-                 describe=lambda c: f"MultiQueryAttention{c['size'][:2]} (bias={c['bias']}) on x{shape(c['x'])}, "
-                                    f"then cached in chunks of {c['chunks']}"),
-        PARAMS,
-    ),
-    allowed=HANDED_OVER["03_mqa"],
+EXERCISES = (
+    attention_exercise("test_mqa_attention", "mqa_attention", 1),
+    Exercise("test_mqa_no_copy", ("mqa_attention",), _no_copy_cases, _run_no_copy, expected=lambda c: {},
+             describe=lambda c: f"mqa_attention(q{shape(c['q'])}, k{shape(c['k'])}, v{shape(c['v'])})",
+             judge=_judge_no_copy),
+    Exercise("test_module", ("MultiQueryAttention",), layer_cases(1),
+             run_layer(lambda s, c: s.MultiQueryAttention(*c["size"][:2], bias=c["bias"])), expected_layer,
+             describe=lambda c: f"MultiQueryAttention{c['size'][:2]} (bias={c['bias']}) on x{shape(c['x'])}, "
+                                f"then cached in chunks of {c['chunks']}"),
+    PARAMS,
 )
