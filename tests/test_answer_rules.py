@@ -176,3 +176,20 @@ def test_a_print_in_a_cell_is_no_breach_for_the_visible_checks_either():
 
     namespace = {"torch": torch, "get_ipython": Shell, "__name__": "__main__"}
     check_causal_mask(_defined_in_a_cell(as_python(code), "causal_mask", namespace))
+
+
+def test_the_visible_reading_takes_objects_of_the_notebook_as_plain_values():
+    import torch
+
+    from attention_course.checks.kv_cache import check_kv_cache_bytes
+    from attention_course.gpt2_forward import GPT2Decoder
+    from attention_course.kernels import kv_cache
+
+    class Model(torch.nn.Module):  # an object of a package class, as lesson 02's your_model
+        pass
+
+    Model.__module__ = GPT2Decoder.__module__
+    namespace = {"your_model": Model(), "GPT2Decoder": GPT2Decoder, "__name__": "__main__"}
+    import inspect
+
+    check_kv_cache_bytes(_defined_in_a_cell(inspect.getsource(kv_cache.kv_cache_bytes), "kv_cache_bytes", namespace))

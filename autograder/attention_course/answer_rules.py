@@ -413,8 +413,8 @@ def _rules_of(namespace: dict) -> Rules:
             given[name] = value.__name__
         elif inspect.isclass(value) and value.__module__ == namespace.get("__name__"):
             classes.add(name)
-        elif callable(value) and str(getattr(value, "__module__", "")).startswith("attention_course"):
-            given[name] = f"{value.__module__}.{value.__qualname__}"
+        elif (inspect.isfunction(value) or inspect.isclass(value)) and value.__module__.startswith("attention_course"):
+            given[name] = f"{value.__module__}.{value.__qualname__}"  # objects such as a model are plain values, as for the grader
     handed_over = frozenset(ALWAYS_HANDED_OVER).union(*HANDED_OVER.values())
     return Rules(given=given, handed_over=handed_over, fused_allowed=HANDS_OVER_ATTENTION in given.values(),
                  own_classes=frozenset(classes))
