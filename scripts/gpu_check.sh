@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 export PATH="$(dirname "$PY"):$PATH"
 "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device here'; print('GPU:', torch.cuda.get_device_name(0), '| torch', torch.__version__)"
-COURSE_QUICK=0 "$PY" -m pytest tests -q -rs --durations=15 -p no:cacheprovider
+# The checks compare values on the CPU only (scores never depend on the grader's hardware); here they run on CUDA too.
+ATTENTION_COURSE_CHECKS_ON_CUDA=1 COURSE_QUICK=0 "$PY" -m pytest tests -q -rs --durations=15 -p no:cacheprovider

@@ -224,3 +224,107 @@ def test_summary_and_figure(graded, tmp_path):
     text = render(result, 2)
     assert "pass rate per item" in text and "the scores were not scaled" in text and "most common mistakes" in text
     assert save_figure(result, tmp_path / "summary.png").stat().st_size > 10_000
+
+
+def test_hidden_test_markers_outside_test_cells_are_neutralised():
+    from attention_course.grading.cells import neutralise_hidden_test_markers
+
+    test = nbformat.v4.new_code_cell("check()\n### BEGIN HIDDEN TESTS\nhidden()\n### END HIDDEN TESTS")
+    test.metadata["nbgrader"] = {"grade": True, "solution": False, "grade_id": "t", "points": 1}
+    answer = nbformat.v4.new_code_cell("x = 1  # ### BEGIN HIDDEN TESTS")
+    answer.metadata["nbgrader"] = {"grade": False, "solution": True, "grade_id": "a"}
+    added = nbformat.v4.new_markdown_cell("### BEGIN HIDDEN TESTS\n### END HIDDEN TESTS")
+    nb = nbformat.v4.new_notebook(cells=[test, answer, added])
+    assert neutralise_hidden_test_markers(nb) == 2
+    assert "### BEGIN HIDDEN TESTS" in test.source and "BEGIN HIDDEN TESTS" not in answer.source + added.source
+    assert answer.source == "x = 1  # ### BEGIN\u00a0HIDDEN TESTS"
+
+
+def test_nbgrader_failures_are_told_per_student():
+    from attention_course.grading.nbgrader_steps import failures_by_student
+
+    log = ("[GenerateFeedback | ERROR] There was an error processing assignment: /c/autograded/bob/01_causal_attention\n"
+           "[GenerateFeedback | ERROR] Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n"
+           "RuntimeError: No end hidden tests statement found\n"
+           "[GenerateFeedback | ERROR] There was an error processing assignment '01_causal_attention' for student 'bob'\n"
+           "[GenerateFeedback | ERROR] There was an error processing assignment '01_causal_attention' for student 'eve'\n")
+    assert failures_by_student(log, ASSIGNMENT) == {"bob": "RuntimeError: No end hidden tests statement found",
+                                                     "eve": "an error (see nbgrader's log)"}
+
+
+def _with_added_cell(nb, after: str, cell):
+    import copy
+
+    from attention_course.grading.cells import grade_id
+
+    nb = copy.deepcopy(nb)
+    position = next(i for i, c in enumerate(nb.cells) if grade_id(c) == after)
+    nb.cells.insert(position + 1, cell)
+    return nb
+
+
+@slow
+def test_one_students_text_never_stops_the_class(tmp_path, monkeypatch):
+    """nbgrader's hidden-test delimiters in a student's own cells (pasted from an instructor notebook,
+    or inside a string): each student still gets a grade and feedback, and grades.csv is written."""
+    import csv
+
+    from class_fixtures import _append, _solved, _text
+    from attention_course.grading.class_grading import grade_class
+    from attention_course.grading.execute import Limits
+
+    _, _, solved = _solved()
+    files = {
+        "solution/causal_attention.ipynb": _text(solved),
+        "pasted/causal_attention.ipynb": _text(_append(solved, "attention", "# ### BEGIN HIDDEN TESTS")),
+        "in_string/causal_attention.ipynb": _text(_with_added_cell(
+            solved, "heads", nbformat.v4.new_code_cell('note = "### BEGIN HIDDEN TESTS (copied from the source notebook)"'))),
+        "markdown_region/causal_attention.ipynb": _text(_with_added_cell(
+            solved, "q1", nbformat.v4.new_markdown_cell("### BEGIN HIDDEN TESTS\nmy notes\n### END HIDDEN TESTS"))),
+    }
+    course = copy_course(tmp_path / "course")
+    hand_in = tmp_path / "download"
+    for relative, data in files.items():
+        (hand_in / relative).parent.mkdir(parents=True, exist_ok=True)
+        (hand_in / relative).write_bytes(data)
+    before = _digests(hand_in)
+    result = grade_class(course, ASSIGNMENT, hand_in, workers=2,
+                         limits=Limits(cell_seconds=60, notebook_seconds=300, memory_bytes=6 * 2**30))
+    by = {r.student: r for r in result.students}
+    assert {s: (r.score, r.max_score) for s, r in by.items()} == {s.split("/")[0]: (20, 20) for s in files}
+    for student in ("pasted", "in_string", "markdown_region"):
+        assert "HIDDEN TESTS" in by[student].status and "no feedback" not in by[student].status, by[student].status
+    assert by["solution"].status == "ok"
+    for student in by:
+        page = course / "feedback" / student / ASSIGNMENT / "causal_attention.html"
+        assert page.is_file(), student
+    with open(course / "grades.csv") as handle:
+        exported = {row["student_id"]: float(row["score"]) for row in csv.DictReader(handle) if row["assignment"] == ASSIGNMENT}
+    assert exported == {student: 20.0 for student in by}
+    assert _digests(hand_in) == before
+    page = (course / "feedback" / "pasted" / ASSIGNMENT / "causal_attention.html").read_text()
+    assert "HIDDEN" in page and "thorough=True" not in page  # the student's text shown, the hidden tests not
+    # Without the mend (stock nbgrader feedback), nbgrader fails on those three: they get a status, the rest goes on.
+    import attention_course.grading.class_grading as class_grading
+
+    monkeypatch.setattr(class_grading, "FEEDBACK_PREPROCESSORS", [p for p in class_grading.FEEDBACK_PREPROCESSORS if "Neutralise" not in p])
+    (course / "grades.csv").unlink()
+    again = {r.student: r for r in grade_class(course, ASSIGNMENT, hand_in, workers=2).students}
+    assert {s: r.score for s, r in again.items()} == {s: 20 for s in by}
+    assert "no feedback: nbgrader could not write it (RuntimeError: No end hidden tests statement found)" in again["pasted"].status
+    assert "Hidden test region detected in a non-grade cell" in again["markdown_region"].status
+    assert again["solution"].status == "ok" and (course / "grades.csv").is_file()
+    assert _digests(hand_in) == before
+    # The grader's own failure while running one notebook stops only that notebook.
+    import shutil
+
+    shutil.rmtree(course / ".grading" / ASSIGNMENT / "executed" / "pasted")
+
+    async def broken(*args, **kwargs):
+        raise RuntimeError("the grader broke")
+
+    monkeypatch.setattr(class_grading, "execute_notebook", broken)
+    third = {r.student: r for r in grade_class(course, ASSIGNMENT, hand_in, workers=2).students}
+    assert third["pasted"].score == 0 and "could not run this notebook (RuntimeError: the grader broke)" in third["pasted"].status
+    assert {s: r.score for s, r in third.items() if s != "pasted"} == {s: 20 for s in by if s != "pasted"}
+    assert (course / "grades.csv").is_file()

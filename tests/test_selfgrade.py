@@ -81,3 +81,87 @@ def test_report_renders_the_named_mistake(tmp_path, solved):
     report = grade_notebook(path, SOURCE)
     assert report.points == 11 and report.max_points == 20
     assert "were not scaled" in report.render()
+
+
+# Without a clone (a self-learner in Colab): the hidden tests of the installed version come from the
+# repository at the tag v<version>; here a file:// address of this checkout's source/ stands in for it.
+def _no_clone(monkeypatch, tmp_path):
+    from attention_course.grading import selfgrade
+
+    monkeypatch.setenv(selfgrade.SOURCE_URL_ENV, (ROOT / "source").as_uri() + "/{assignment}/{notebook}")
+    monkeypatch.setenv(selfgrade.CACHE_ENV, str(tmp_path / "cache"))
+    content = tmp_path / "content"  # Colab's /content: no course directory at or above it
+    content.mkdir()
+    monkeypatch.chdir(content)
+    return content
+
+
+def _no_scale(submission):
+    for cell in submission.cells:
+        if grade_id(cell) == "attention_weights":
+            cell.source = cell.source.replace(" / math.sqrt(q.shape[-1])", "")
+    return submission
+
+
+def test_the_released_source_is_the_tagged_one(monkeypatch, tmp_path):
+    from attention_course import __version__
+    from attention_course.grading import selfgrade
+
+    monkeypatch.delenv(selfgrade.SOURCE_URL_ENV, raising=False)
+    monkeypatch.setenv(selfgrade.CACHE_ENV, str(tmp_path))
+    seen = []
+
+    def fake_urlopen(url, timeout):
+        seen.append(url)
+        raise OSError("no network in tests")
+
+    monkeypatch.setattr(selfgrade.urllib.request, "urlopen", fake_urlopen)
+    with pytest.raises(FileNotFoundError, match="could not download"):
+        selfgrade.released_source(ASSIGNMENT)
+    assert seen == [f"https://raw.githubusercontent.com/attention-course/attention-course/v{__version__}/source/{ASSIGNMENT}/causal_attention.ipynb"]
+
+
+@pytest.mark.parametrize("wrong", [False, True], ids=["solution", "no_scale"])
+def test_grade_notebook_without_a_clone(monkeypatch, tmp_path, solved, capsys, wrong):
+    """What the README tells a Colab student: `!attention-course grade-notebook /content/<file>.ipynb`."""
+    submission, _ = solved
+    content = _no_clone(monkeypatch, tmp_path)
+    path = content / "Copy of causal_attention.ipynb"
+    nbformat.write(_no_scale(submission) if wrong else submission, path)
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert main(["grade-notebook", str(path)]) == 0
+    printed = capsys.readouterr()
+    assert "hidden tests:" in printed.err and str(tmp_path / "cache") in printed.err
+    if wrong:
+        assert "11 / 20 points" in printed.out and "were not scaled" in printed.out
+    else:
+        assert "20 / 20 points" in printed.out
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+def test_grade_in_colab_grades_the_open_notebook(monkeypatch, tmp_path, solved, capsys):
+    """``grade_in_colab()`` in a cell: Colab hands over the open notebook, it is saved and graded."""
+    import json
+    import sys
+    import types
+
+    from attention_course.grading.selfgrade import grade_in_colab
+
+    submission, _ = solved
+    content = _no_clone(monkeypatch, tmp_path)
+    submission.metadata["colab"] = {"name": "Copy of causal_attention.ipynb", "provenance": []}
+    asked = []
+
+    def blocking_request(request, timeout_sec):
+        asked.append(request)
+        return {"ipynb": json.loads(nbformat.writes(_no_scale(submission)))}
+
+    colab = types.ModuleType("google.colab")
+    colab._message = types.SimpleNamespace(blocking_request=blocking_request)
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setitem(sys.modules, "google.colab._message", colab._message)
+    assert grade_in_colab(destination=content) == 0
+    printed = capsys.readouterr().out
+    assert asked == ["get_ipynb"] and (content / "Copy of causal_attention.ipynb").is_file()
+    assert "11 / 20 points" in printed and "were not scaled" in printed

@@ -26,7 +26,17 @@ def _grade_notebook(args) -> int:
     if not path.is_file():
         print(f"no such notebook: {path}", file=sys.stderr)
         return 2
-    source = Path(args.source) if args.source else source_notebook(find_course_root(), args.assignment or assignment_of(path.name))
+    if args.source:
+        source = Path(args.source)
+    else:
+        assignment = args.assignment or assignment_of(path.name)
+        try:
+            source = source_notebook(find_course_root(), assignment)
+        except FileNotFoundError:  # no clone (Colab): the hidden tests of the installed version, from the repository
+            from attention_course.grading.selfgrade import released_source
+
+            source = released_source(assignment)
+            print(f"hidden tests: {source}", file=sys.stderr)
     report = grade_notebook(path, source, cell_timeout=args.timeout)
     print(report.render())
     return 0
@@ -79,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     grade.add_argument("notebook", help="your .ipynb file")
     grade.add_argument("--assignment", choices=list(ASSIGNMENTS), help="default: recognised from the file name")
-    grade.add_argument("--source", help="the instructor notebook to take the tests from (default: the course's source/)")
+    grade.add_argument("--source", help="the instructor notebook to take the tests from (default: the course's source/ in a "
+                       "clone; elsewhere, e.g. Colab, downloaded from the repository at the tag v<installed version>)")
     grade.add_argument("--timeout", type=int, default=120, help="seconds per cell (default 120)")
     grade.set_defaults(run=_grade_notebook)
 

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from attention_course.checks.diagnosis import call, devices, dtypes, expect_close, expect_value_error, passed
+from attention_course.checks.diagnosis import call, devices, dtypes, expect_close, expect_on_device, expect_value_error, passed
 from attention_course.kernels import causal as ref
 
 FUTURE_LEAK = "no causal mask: queries attend to future keys (future tokens leak into the past)"
@@ -121,6 +121,7 @@ def check_causal_mask(causal_mask, thorough: bool = False, seed: int = 0) -> Non
         mask = call(causal_mask, 3, 4, device=device, what=f"{what}(3, 4, device={device!r})")
         expect_close(mask, ref.causal_mask(3, 4, device=device), f"{what}(3, 4, device={device!r})")
     expect_value_error(causal_mask, 5, 3, what=f"{what}(5, 3)", problem="more queries than keys")
+    expect_on_device(causal_mask, 3, 4, device="meta", what=f"{what}(3, 4, device='meta')")
     passed(what, len(sizes) + len(devices(thorough)) + 1)
 
 
@@ -143,6 +144,7 @@ def check_attention_weights(attention_weights, thorough: bool = False, seed: int
         expect_value_error(
             attention_weights, q, torch.randn(3, 4), what="attention_weights(q[5, 4], k[3, 4])", problem="more queries than keys"
         )
+    expect_on_device(attention_weights, torch.empty(2, 4, 8), torch.empty(2, 6, 8), causal=True, what="attention_weights(q[2, 4, 8], k[2, 6, 8])")
     passed("attention_weights", n_cases)
 
 
@@ -164,6 +166,7 @@ def check_attention(attention, thorough: bool = False, seed: int = 0) -> None:
 
             expect_close(output, (_weights_variant(q, k, causal) @ v.double()).to(q.dtype), case, mistakes)
             n_cases += 1
+    expect_on_device(attention, torch.empty(2, 4, 8), torch.empty(2, 6, 8), torch.empty(2, 6, 5), causal=True, what="attention(q[2, 4, 8], k[2, 6, 8], v[2, 6, 5])")
     passed("attention", n_cases)
 
 
@@ -272,6 +275,7 @@ def check_gpt2_attention(gpt2_attention, thorough: bool = False, seed: int = 0) 
                 n_cases += 1
     if thorough:
         n_cases += _check_against_hugging_face(gpt2_attention, generator)
+    expect_on_device(gpt2_attention, torch.empty(2, 5, 12), *map(torch.empty, [(12, 36), (36,), (12, 12), (12,)]), 3, what="gpt2_attention(x[2, 5, 12], ..., n_heads=3)")
     passed("gpt2_attention", n_cases)
 
 

@@ -6,7 +6,7 @@ bfloat16, CUDA when present, ``scaled_dot_product_attention(enable_gqa=True)`` a
 import torch
 
 from attention_course.checks.causal_attention import FUTURE_LEAK, NO_SCALE, TOP_LEFT, _weights_variant
-from attention_course.checks.diagnosis import call, devices, dtypes, expect_close, expect_value_error, passed
+from attention_course.checks.diagnosis import call, devices, dtypes, expect_close, expect_on_device, expect_value_error, passed
 from attention_course.kernels import gqa as ref
 from attention_course.kernels.kv_cache import KVCache
 from attention_course.memory import NewStorages
@@ -115,6 +115,9 @@ def check_grouped_attention(fn, name: str, thorough: bool, seed: int, kv_heads: 
                         torch.testing.assert_close(sdpa, expected)
                     expect_close(output, expected.to(dtype), case, _grouped_mistakes(q, k, v, causal))
                     n_cases += 1
+    n_kv = 1 if kv_heads == [1] else 2
+    expect_on_device(fn, torch.empty(1, 4, 3, 8), torch.empty(1, n_kv, 5, 8), torch.empty(1, n_kv, 5, 8), causal=True,
+                     what=f"{name}(q[1, 4, 3, 8], k[1, {n_kv}, 5, 8], v[1, {n_kv}, 5, 8], causal=True)")
     return n_cases
 
 
@@ -272,6 +275,8 @@ def check_attention_layer(cls, thorough: bool, seed: int, multi_query: bool) -> 
                 expect_close(output, expected, case,
                              lambda: {m: _module_variant(x64, state, n_heads, n_kv, **kw) for m, kw in MODULE_MISTAKES.items()})
                 n_cases += 1 + _check_cached(module, x, expected, name, n_kv, head_dim, dtype, device)
+        expect_on_device(lambda m, x, cache=KVCache(2, n_kv, head_dim, 7, device="meta"): [m(x), m(x[:, :3], cache=cache), m(x[:, 3:], cache=cache)],
+                         _build(cls, d_model, n_heads, n_kv, bias, multi_query), x64.float(), what=f"{name} on x[2, 7, {d_model}], then a prefill and a step")
     return n_cases
 
 

@@ -10,7 +10,7 @@ import numbers
 import torch
 
 from attention_course.checks.causal_attention import FUTURE_LEAK, NO_SCALE, STRICT, _gpt2_weights, _weights_variant
-from attention_course.checks.diagnosis import call, devices, dtypes, expect_close, expect_tensor, expect_value_error, passed
+from attention_course.checks.diagnosis import call, devices, dtypes, expect_close, expect_on_device, expect_tensor, expect_value_error, passed
 from attention_course.kernels import causal as causal_ref
 from attention_course.kernels import kv_cache as ref
 from attention_course.model_configs import hf_cache_bytes, llama2_7b_config, meta_model  # noqa: F401 (test cells use them)
@@ -138,6 +138,9 @@ def check_kv_cache(KVCache, thorough: bool = False, seed: int = 0) -> None:
     cache = call(KVCache, 1, 1, 2, 3, what="KVCache(1, 1, 2, 3)")
     expect_value_error(cache.update, torch.zeros(1, 1, 4, 2), torch.zeros(1, 1, 4, 2), what="KVCache(1, 1, 2, 3).update with 4 positions",
                        problem="more new positions than max_len")
+    expect_on_device(KVCache, 1, 2, 4, 8, device="meta", what="KVCache(1, 2, 4, 8, device='meta')")
+    expect_on_device(lambda k, v: KVCache(1, 2, 4, 8, device="meta").update(k, v), torch.empty(1, 2, 3, 4), torch.empty(1, 2, 3, 4),
+                     what="KVCache(1, 2, 4, 8, device='meta').update(k[1, 2, 3, 4], v[1, 2, 3, 4])")
     passed("KVCache", n_cases)
 
 
@@ -207,6 +210,9 @@ def check_cached_gpt2_attention(cached_gpt2_attention, thorough: bool = False, s
                     n_cases += 1
     if thorough:
         n_cases += _check_against_hugging_face(cached_gpt2_attention, generator)
+    expect_on_device(lambda x, *w, cache=ref.KVCache(1, 3, 4, 8, device="meta"): [cached_gpt2_attention(x[:, :3], *w, 3, cache),
+                     cached_gpt2_attention(x[:, 3:], *w, 3, cache)], torch.empty(1, 4, 12), *map(torch.empty, [(12, 36), (36,), (12, 12), (12,)]),
+                     what="cached_gpt2_attention(x_new[1, 3, 12], ..., n_heads=3, cache), then one more token")
     passed("cached_gpt2_attention", n_cases)
 
 

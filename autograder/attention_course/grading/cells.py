@@ -5,6 +5,10 @@ from dataclasses import dataclass
 SOLUTION_BEGIN = "### BEGIN SOLUTION"
 SOLUTION_END = "### END SOLUTION"
 HARVEST_KEY = "attention_course_harvest"  # metadata of the harvest cell: the plan it runs
+# nbgrader's delimiters of hidden tests (ClearHiddenTests, in generate_feedback): in a cell that is not
+# the instructor's test cell, an unmatched or stray one stops nbgrader for that student.
+HIDDEN_TESTS_MARKERS = ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
+NO_BREAK_SPACE = "\u00a0"
 
 
 def nbgrader_meta(cell) -> dict:
@@ -18,6 +22,25 @@ def grade_id(cell) -> str | None:
 def is_test_cell(cell) -> bool:
     meta = nbgrader_meta(cell)
     return bool(meta.get("grade")) and not meta.get("solution") and cell.get("cell_type") == "code"
+
+
+def neutralise_hidden_test_markers(nb) -> int:
+    """In every cell but the instructor's test cells, write nbgrader's hidden-test delimiters with a
+    no-break space (shown the same, no longer read as a delimiter); the number of cells changed.
+    A student who pastes ``# ### BEGIN HIDDEN TESTS`` from an instructor notebook (or has the words
+    in a string) otherwise makes nbgrader's ``generate_feedback`` fail ("No end hidden tests statement
+    found", "Hidden test region detected in a non-grade cell")."""
+    changed = 0
+    for cell in nb.cells:
+        if is_test_cell(cell) or not isinstance(cell.get("source"), str):
+            continue
+        source = cell.source
+        for marker in HIDDEN_TESTS_MARKERS:
+            source = source.replace(marker, marker.replace(" ", NO_BREAK_SPACE, 1))
+        if source != cell.source:
+            cell.source = source
+            changed += 1
+    return changed
 
 
 def is_harvest_cell(cell) -> bool:

@@ -19,13 +19,14 @@ from pathlib import Path
 
 import nbformat
 
-from attention_course.grading.cells import grade_id, is_test_cell
+from attention_course.grading.cells import grade_id, is_test_cell, neutralise_hidden_test_markers
 from attention_course.grading.collect import Entry, answer_ids, collect, place, restore_originals, snapshot
 from attention_course.grading.course import ASSIGNMENTS, source_notebook
 from attention_course.grading.execute import Limits, confined
 from attention_course.grading.nbgrader_plugin import (EXECUTED_AUTOGRADE_PREPROCESSORS, EXECUTED_ENV, code_of, executed_path,
                                                      execute_with_harvest)
-from attention_course.grading.nbgrader_steps import generate_release, nbgrader, stored_grades
+from attention_course.grading.nbgrader_steps import (FEEDBACK_PREPROCESSORS, NbgraderFailed, as_option, failures_by_student,
+                                                    generate_release, nbgrader, stored_grades)
 from attention_course.grading.zygote import Zygote
 
 WORK = ".grading"
@@ -87,11 +88,15 @@ async def _execute_all(jobs: list[tuple[str, Path, Path]], workers: int, limits:
     async def run(student, prepared, executed, nb):
         async with semaphore:
             digest = _digest(nb)
-            status = await execute_with_harvest(nb, assignment, source_nb, zygote, limits, str(prepared.parent))
-            nb.metadata[RUN_KEY] = {"digest": digest, "status": status}
-            executed.parent.mkdir(parents=True, exist_ok=True)
-            nbformat.write(nb, executed)
-            written[executed] = executed.read_bytes()
+            try:
+                status = await execute_with_harvest(nb, assignment, source_nb, zygote, limits, str(prepared.parent))
+                nb.metadata[RUN_KEY] = {"digest": digest, "status": status}
+                executed.parent.mkdir(parents=True, exist_ok=True)
+                nbformat.write(nb, executed)
+                written[executed] = executed.read_bytes()
+            except Exception as error:  # the grader's own failure on one notebook: that student only, not the class
+                executed.unlink(missing_ok=True)
+                status = f"the grader could not run this notebook ({type(error).__name__}: {str(error)[:200]}); scored 0"
             statuses[student] = status
             if bar is not None:
                 bar.update(1)
@@ -154,19 +159,46 @@ def _prepare(root: Path, assignment: str, entries: list[Entry], results: dict[st
     return jobs
 
 
-def _store_grades(root: Path, assignment: str, entries: list[Entry], selection: list[str], work: Path) -> None:
-    """Phase 3: nbgrader scores what ran and stores the grades; then feedback and the export."""
-    preprocessors = "[" + ",".join(f"'{p}'" for p in EXECUTED_AUTOGRADE_PREPROCESSORS) + "]"
+def _store_grades(root: Path, assignment: str, entries: list[Entry], selection: list[str], work: Path) -> dict[str, list[str]]:
+    """Phase 3: nbgrader scores what ran and stores the grades; then feedback and the export.
+    Whatever nbgrader cannot do for one student stops only that student: {student: what happened}."""
+    said: dict[str, list[str]] = {}
+    notebook_name = ASSIGNMENTS[assignment]
+    graded = [e.student for e in entries if (root / "submitted" / e.student / assignment / notebook_name).is_file()]
     os.environ[EXECUTED_ENV] = str(work / "executed")
     try:
-        nbgrader(root, "autograde", assignment, "--force", *selection, f"--Autograde.autograde_preprocessors={preprocessors}")
+        nbgrader(root, "autograde", assignment, "--force", *selection,
+                 as_option("Autograde.autograde_preprocessors", EXECUTED_AUTOGRADE_PREPROCESSORS))
+        failed = {}
+    except NbgraderFailed as error:
+        failed = failures_by_student(error.log, assignment)
     finally:
         del os.environ[EXECUTED_ENV]
     for entry in entries:
-        if not (root / "submitted" / entry.student / assignment / ASSIGNMENTS[assignment]).is_file():
+        if entry.student not in graded:
             _record_zero(root, assignment, entry.student)
-    nbgrader(root, "generate_feedback", assignment, "--force", *selection)
+        elif not (root / "autograded" / entry.student / assignment / notebook_name).is_file():
+            _record_zero(root, assignment, entry.student)
+            why = failed.get(entry.student, "see nbgrader's log")
+            said.setdefault(entry.student, []).append(f"nbgrader could not score the notebook ({why}); scored 0")
+    for student in graded:
+        autograded = root / "autograded" / student / assignment / notebook_name
+        if autograded.is_file() and neutralise_hidden_test_markers(nbformat.read(autograded, as_version=4)):
+            said.setdefault(student, []).append(
+                "repaired: the words 'BEGIN/END HIDDEN TESTS' in a cell of yours, written with a no-break space in the feedback")
+    try:
+        nbgrader(root, "generate_feedback", assignment, "--force", *selection,
+                 as_option("GenerateFeedback.preprocessors", FEEDBACK_PREPROCESSORS))
+        failed = {}
+    except NbgraderFailed as error:
+        failed = failures_by_student(error.log, assignment)
+    for student in graded:
+        if (root / "autograded" / student / assignment / notebook_name).is_file() and \
+                not (root / "feedback" / student / assignment / f"{Path(notebook_name).stem}.html").is_file():
+            why = failed.get(student, "see nbgrader's log")
+            said.setdefault(student, []).append(f"no feedback: nbgrader could not write it ({why})")
     nbgrader(root, "export", "--to", str(root / "grades.csv"))
+    return said
 
 
 def _pass_rates(root: Path, assignment: str, students: list[StudentResult]) -> dict[str, tuple[int, int]]:
@@ -218,7 +250,8 @@ def grade_class(root: Path, assignment: str, submissions: Path, workers: int | N
         if entry.repairs:
             results[entry.student].status += "; repaired: " + ", ".join(entry.repairs)
 
-    _store_grades(root, assignment, entries, selection, work)
+    for student, said in _store_grades(root, assignment, entries, selection, work).items():
+        results[student].status = "; ".join([results[student].status, *said])
     students = sorted(results.values(), key=lambda r: r.student)
     grades = stored_grades(root, assignment, [r.student for r in students])
     for result in students:

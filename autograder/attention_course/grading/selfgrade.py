@@ -1,9 +1,18 @@
 """Grade one notebook the way nbgrader's autograde does, without its database: the instructor's
 test cells (hidden tests included) replace the student's, deleted ones are put back, and each
-test cell that runs without an error earns its points. For self-learners; the file is never changed."""
+test cell that runs without an error earns its points. For self-learners; the file is never changed.
+
+Without a clone (Google Colab): the instructor notebook is downloaded from the course repository at
+the tag of the installed package, ``v<version>`` (``released_source``), and ``grade_in_colab()``
+grades the notebook open in Colab, from one cell."""
 
 import copy
+import json
+import os
+import subprocess
+import sys
 import tempfile
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +20,7 @@ import nbformat
 from nbclient import NotebookClient
 
 from attention_course.grading.cells import ItemResult, grade_id, is_solution_cell, test_results
+from attention_course.grading.course import ASSIGNMENTS, assignment_of
 
 CELL_TIMEOUT = 120
 
@@ -85,3 +95,79 @@ def grade_notebook(path: Path, source_path: Path, cell_timeout: int = CELL_TIMEO
     keep_harvest(graded, harvest_nb, left_out)
     apply_verdicts(graded, assignment, source)
     return Report(Path(path).name, test_results(graded))
+
+
+REPOSITORY = "https://github.com/attention-course/attention-course"  # pyproject.toml's, when metadata is missing
+SOURCE_URL_ENV = "ATTENTION_COURSE_SOURCE_URL"  # a template with {tag}, {assignment}, {notebook}: another place to take them from
+CACHE_ENV = "ATTENTION_COURSE_CACHE"
+
+
+def repository() -> str:
+    """The repository's address, as pyproject.toml's [project.urls] Repository gave it to the installed package."""
+    from importlib import metadata
+
+    try:
+        urls = metadata.metadata("attention-course").get_all("Project-URL") or []
+    except metadata.PackageNotFoundError:
+        urls = []
+    for entry in urls:
+        label, _, url = entry.partition(",")
+        if label.strip().lower() == "repository":
+            return url.strip()
+    return REPOSITORY
+
+
+def released_source(assignment: str) -> Path:
+    """The instructor notebook (hidden tests included) of ``assignment`` at the tag ``v<version>`` of the
+    installed package, downloaded once into a cache (``~/.cache/attention-course``)."""
+    from attention_course import __version__
+
+    tag = f"v{__version__}"
+    notebook = ASSIGNMENTS[assignment]
+    slug = repository().removeprefix("https://github.com/").removesuffix(".git")
+    template = os.environ.get(SOURCE_URL_ENV) or f"https://raw.githubusercontent.com/{slug}/{{tag}}/source/{{assignment}}/{{notebook}}"
+    url = template.format(tag=tag, assignment=assignment, notebook=notebook)
+    cache = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "attention-course") / tag / assignment
+    path = cache / notebook
+    if not path.is_file() or os.environ.get(SOURCE_URL_ENV):
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response:
+                data = response.read()
+        except OSError as error:
+            raise FileNotFoundError(f"could not download the instructor notebook from {url} ({error}); "
+                                    "without a network, grade inside a clone of the repository") from error
+        nbformat.reads(data.decode(), as_version=4)  # a notebook, not an error page
+        cache.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return path
+
+
+def colab_notebook(destination: Path | None = None) -> Path:
+    """Save the notebook open in Google Colab (as it is now, answers included) to ``/content``, under its
+    Colab name ("Copy of kv_cache.ipynb"); its path."""
+    from google.colab import _message  # only in Colab
+
+    reply = _message.blocking_request("get_ipynb", timeout_sec=60)
+    content = reply.get("ipynb") if isinstance(reply, dict) else None
+    if not content:
+        raise RuntimeError("Colab did not hand over the notebook; save it (File > Download), upload it to the "
+                           "Files pane and run: !attention-course grade-notebook /content/<file>.ipynb")
+    name = Path(content.get("metadata", {}).get("colab", {}).get("name") or "notebook.ipynb").name
+    path = Path(destination or "/content") / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(content))
+    return path
+
+
+def grade_in_colab(assignment: str | None = None, timeout: int = CELL_TIMEOUT, destination: Path | None = None) -> int:
+    """For a self-learner in Colab, in a cell of the assignment: ``from attention_course.grading.selfgrade import
+    grade_in_colab; grade_in_colab()``. Saves the notebook to /content, grades it in a fresh kernel with the
+    hidden tests of the installed version, prints points per item and the mistake behind each lost point.
+    ``assignment`` (e.g. "01_causal_attention") when the notebook was renamed; the exit status of the grading."""
+    path = colab_notebook(destination)
+    command = [sys.executable, "-m", "attention_course.cli", "grade-notebook", str(path), "--timeout", str(timeout)]
+    if assignment:
+        command += ["--assignment", assignment]
+    completed = subprocess.run(command, capture_output=True, text=True, cwd=path.parent)
+    print(completed.stdout + completed.stderr, end="")
+    return completed.returncode
