@@ -145,6 +145,8 @@ def _defined_in_a_cell(code: str, name: str, namespace: dict):
      "def attention(q, k, v, causal=True):\n    return getattr(F, 'scaled_dot_product_' + 'attention')(q, k, v)", "attention"),
     ("attention_course.checks.gqa:check_repeat_kv",
      "def repeat_kv(x, n_rep):\n    return x.__class__.repeat_interleave(x, n_rep, dim=1)", "repeat_kv"),
+    ("attention_course.checks.quiz:check_formula",
+     "def kv_params(d_model, n_heads):\n    return eval('2 * d_model * d_model')", "kv_params"),
 ])
 def test_the_visible_checks_read_the_cell_as_the_grader_does(check, code, name):
     import importlib
@@ -155,7 +157,8 @@ def test_the_visible_checks_read_the_cell_as_the_grader_does(check, code, name):
     module, function = check.split(":")
     student = _defined_in_a_cell(code, name, {"torch": torch, "F": F, "__name__": "__main__"})
     with pytest.raises(AssertionError, match="outside the rules in the box at the top, so grading would leave the cell out"):
-        getattr(importlib.import_module(module), function)(student)
+        check = getattr(importlib.import_module(module), function)
+        check("kv_params", student, [(8, 2)]) if function == "check_formula" else check(student)
 
 
 def test_a_print_in_a_cell_is_no_breach_for_the_visible_checks_either():
