@@ -4,14 +4,14 @@ machine, in one run:
 - stock: ``nbgrader autograde`` with nbgrader's own preprocessors (test cells judged in the
   student's process: the grading before out-of-process verdicts);
 - nbgrader + course config: ``nbgrader autograde`` with the repository's ``nbgrader_config.py``
-  (isolated kernels, a harvest after each test cell, verdicts in nbgrader's process: what
+  (isolated kernels, the harvest notebook in a kernel of its own, verdicts in nbgrader's process: what
   formgrader's "autograde" button does);
 - grade command: ``attention-course grade`` (the same, notebooks run in parallel).
 
 It checks that the three give every student the same score (the class is honest: the example
-students), and breaks the isolation's cost down: seconds in harvest cells (from the executed
-notebooks' cell timings), seconds judging in the grader's process, and the start of a kernel
-with and without namespaces.
+students), and breaks the cost of trusted verdicts down: seconds running a student's notebook and
+seconds running its harvest notebook (each again, one at a time, in a kernel from the zygote),
+seconds judging in the grader's process, and the start of a kernel with and without namespaces.
 
     python benchmarks/grading_throughput.py --students 10 [--assignments 01_causal_attention ...] [--workers N]
 """
@@ -27,12 +27,11 @@ from pathlib import Path
 import nbformat
 
 from attention_course.examples import build_submission, students_of
-from attention_course.grading.cells import is_harvest_cell
 from attention_course.grading.class_grading import WORK, grade_class
 from attention_course.grading.course import ASSIGNMENTS, assignments_in, copy_course, find_course_root, release_notebook, source_notebook
 from attention_course.grading.execute import Limits, confined, execute_notebook
 from attention_course.grading.nbgrader_steps import generate_release, nbgrader
-from attention_course.grading.verdicts.judge import apply_verdicts
+from attention_course.grading.verdicts.judge import apply_verdicts, harvest_notebook
 from attention_course.grading.zygote import Zygote
 
 STOCK_PREPROCESSORS = ["nbgrader.preprocessors.Execute", "nbgrader.preprocessors.IgnorePattern",
@@ -69,34 +68,35 @@ def plain_autograde(course: Path, assignment: str, folder: Path, *options: str) 
     return time.perf_counter() - started
 
 
-def _seconds(cell) -> float:
-    timing = cell.metadata.get("execution", {})
-    if "iopub.execute_input" not in timing or "shell.execute_reply" not in timing:
-        return 0.0
-    parse = lambda stamp: datetime.fromisoformat(stamp.replace("Z", "+00:00"))  # noqa: E731
-    return (parse(timing["shell.execute_reply"]) - parse(timing["iopub.execute_input"])).total_seconds()
+def breakdown(course: Path, assignment: str, limits: Limits) -> tuple[float, float, float]:
+    """(seconds running the students' notebooks, seconds running their harvest notebooks, seconds
+    judging), each notebook run again one at a time in a kernel from one zygote."""
+    import copy
 
-
-def breakdown(course: Path, assignment: str) -> tuple[float, float, float]:
-    """(seconds in harvest cells, seconds in all cells, seconds judging) over the executed copies."""
-    harvest = cells = judging = 0.0
+    student = harvest = judging = 0.0
     source = nbformat.read(source_notebook(course, assignment), as_version=4)
-    for path in (course / WORK / assignment / "executed").rglob("*.ipynb"):
-        nb = nbformat.read(path, as_version=4)
-        for cell in nb.cells:
-            if cell.cell_type == "code":
-                cells += _seconds(cell)
-                harvest += _seconds(cell) if is_harvest_cell(cell) else 0.0
-        started = time.perf_counter()
-        apply_verdicts(nb, assignment, source)
-        judging += time.perf_counter() - started
-    return harvest, cells, judging
+    with Zygote() as zygote:
+        for path in sorted((course / WORK / assignment / "executed").rglob("*.ipynb")):
+            nb = nbformat.read(path, as_version=4)
+            started = time.perf_counter()
+            apply_verdicts(copy.deepcopy(nb), assignment, source)
+            judging += time.perf_counter() - started
+            harvest_nb, _ = harvest_notebook(nb, assignment, source)
+            student += _running(nb, zygote, limits)
+            harvest += _running(harvest_nb, zygote, limits)
+    return student, harvest, judging
+
+
+def _running(nb, zygote: Zygote, limits: Limits) -> float:
+    started = time.perf_counter()
+    asyncio.run(execute_notebook(nb, zygote, limits))
+    return time.perf_counter() - started
 
 
 def kernel_start(root: Path, isolate: bool, repeats: int = 5) -> float:
     """Seconds to start a kernel from the zygote, run one empty cell and shut it down."""
-    limits, _ = confined(Limits(), root)
-    limits = Limits(isolate=isolate and limits.isolate, hidden=limits.hidden, first_uid=limits.first_uid)
+    limits, _ = confined(Limits())
+    limits = Limits(isolate=isolate and limits.isolate, first_uid=limits.first_uid)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("pass")])
     with Zygote() as zygote:
         asyncio.run(execute_notebook(nb, zygote, limits))  # the zygote's imports, not timed
@@ -117,8 +117,8 @@ def main() -> None:
     print(f"{os.cpu_count()} cores; {n} students per assignment; {args.workers} workers for the grade command")
     plain, isolated = kernel_start(root, isolate=False), kernel_start(root, isolate=True)
     print(f"kernel start + one cell + shutdown: {plain:.2f} s plain, {isolated:.2f} s isolated ({isolated - plain:+.2f} s)\n")
-    print(f"{'assignment':<20} {'stock s/nb':>10} {'config s/nb':>11} {'command s/nb':>12} {'harvest':>8} "
-          f"{'judging s/nb':>12} {'config/stock':>12}")
+    print(f"{'assignment':<20} {'stock s/nb':>10} {'config s/nb':>11} {'command s/nb':>12} {'student kernel s/nb':>19} "
+          f"{'harvest kernel s/nb':>19} {'judging s/nb':>12} {'config/stock':>12}")
     totals = [0.0, 0.0, 0.0]
     for assignment in args.assignments or assignments_in(root):
         with tempfile.TemporaryDirectory() as scratch:
@@ -135,12 +135,12 @@ def main() -> None:
             differ = {s: {way: graded[way].get(s) for way in graded} for s in graded["stock"]
                       if len({graded[way].get(s) for way in graded}) > 1}
             assert not differ, f"the graders disagree: {differ}"
-            harvest, cells, judging = breakdown(command, assignment)
+            student, harvest, judging = breakdown(command, assignment, confined(Limits())[0])
         for i, seconds in enumerate((stock_seconds, config_seconds, command_seconds)):
             totals[i] += seconds
         print(f"{assignment:<20} {stock_seconds / n:>10.2f} {config_seconds / n:>11.2f} {command_seconds / n:>12.2f} "
-              f"{harvest / cells:>7.1%} {judging / n:>12.3f} {config_seconds / stock_seconds:>11.2f}x")
-    print(f"{'all':<20} {totals[0]:>9.1f}s {totals[1]:>10.1f}s {totals[2]:>11.1f}s {'':>8} {'':>12} "
+              f"{student / n:>19.2f} {harvest / n:>19.2f} {judging / n:>12.3f} {config_seconds / stock_seconds:>11.2f}x")
+    print(f"{'all':<20} {totals[0]:>9.1f}s {totals[1]:>10.1f}s {totals[2]:>11.1f}s {'':>19} {'':>19} {'':>12} "
           f"{totals[1] / totals[0]:>11.2f}x  (scores identical; stock / command {totals[0] / totals[2]:.2f}x)")
 
 

@@ -153,6 +153,15 @@ try:
 except OSError as error:
     print("network: unreachable:", error)
 '''
+WALK_FOR_NOTEBOOKS = '''
+import os
+_names = ("causal_attention.ipynb", "kv_cache.ipynb", "mqa.ipynb", "gqa.ipynb", "quiz.ipynb")
+_found = []
+for _top in [p for p in os.listdir("/") if p not in ("proc", "sys", "dev", "usr")]:
+    for _folder, _dirs, _files in os.walk("/" + _top):
+        _found += [os.path.join(_folder, f) for f in _files if f in _names and not _folder.startswith(os.getcwd())]
+print("course notebooks elsewhere:", _found[:20])
+'''
 EXIT_EARLY = "import os\nos._exit(0)\n"
 FAKE_PASSED = 'print("✓ causal_mask: correct on 12 cases")\nprint("All tests passed: 20 / 20")\n'
 CUSTOM_HANDLER = 'getattr(get_ipython(), "set_custom" + "_exc")((BaseException,), lambda *args, **kwargs: None)\n'
@@ -175,6 +184,40 @@ def attention(q, k, v, causal=True):
     return _fused(q, k, v, attn_mask=mask)
 '''
 REFERENCE_IMPORT = "from attention_course.kernels.causal import *\n"
+# Routes around a reading of the notebook that only looked for forbidden spellings:
+GRADING_ALIAS = '''
+import attention_course as _ac
+_h = _ac.grading.harvest
+_h.collect = lambda namespace, plan: dict()
+'''
+EXEC_REFERENCE_SOURCE = '''
+import inspect
+import attention_course.kernels.causal as _reference
+exec("\\n" + inspect.getsource(_reference))
+'''
+POPPED_TORCH_MODE = '''
+def attention(q, k, v, causal=True):
+    mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool).tril(k.shape[-2] - q.shape[-2]) if causal else None
+    scope = dict(torch=torch, q=q, k=k, v=v, mask=mask)
+    exec("with torch.overrides._pop_mode_temporarily():\\n"
+         "    y = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)", scope)
+    return scope["y"]
+'''
+COMPUTED_GETATTR = '''
+def attention(q, k, v, causal=True):
+    mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool).tril(k.shape[-2] - q.shape[-2]) if causal else None
+    return getattr(torch.nn.functional, "scaled_dot_product_" + "attention")(q, k, v, attn_mask=mask)
+'''
+THREADS_AND_SIGNALS = '''
+import signal, threading
+signal.signal(signal.SIGALRM, signal.SIG_IGN)
+threading.Thread(target=lambda: None).start()
+'''
+PICKLED_OUTPUTS = '''
+def causal_mask(n_queries, n_keys, device=None):
+    return torch.load("{root}/answers.pt")[(n_queries, n_keys)]
+'''
+TOP_LEVEL_PATCH = "torch.allclose = lambda *args, **kwargs: True\ntorch.Tensor.all = lambda *args, **kwargs: True\n"
 
 TAMPERS = {
     "blank_later_cells": (BLANK_LATER_CELLS, {}),
@@ -197,7 +240,17 @@ TAMPERS = {
     "sdpa_alias": (SDPA_ALIAS, {"attention": SDPA_ATTENTION}),
     "reference_import": (REFERENCE_IMPORT, {"causal_mask": "", "attention_weights": "", "attention": "", "heads": "",
                                             "gpt2_attention": ""}),
+    "grading_alias": (GRADING_ALIAS, {}),
+    "exec_reference_source": (EXEC_REFERENCE_SOURCE, {"causal_mask": "", "attention_weights": "", "attention": "", "heads": "",
+                                                      "gpt2_attention": ""}),
+    "popped_torch_mode": ("", {"attention": POPPED_TORCH_MODE}),
+    "computed_getattr": ("", {"attention": COMPUTED_GETATTR}),
+    "threads_and_signals": (THREADS_AND_SIGNALS, {}),
+    "pickled_outputs": ("", {"causal_mask": PICKLED_OUTPUTS}),
+    "top_level_patch": (TOP_LEVEL_PATCH, {}),
 }
+# Cases whose code stands in a cell the student added after the answers, not in an answer cell.
+IN_AN_ADDED_CELL = {"added_cell_reference": "from attention_course.kernels.causal import *\n"}
 
 
 def _filled(code: str, fill: dict[str, str]) -> str:
@@ -206,29 +259,37 @@ def _filled(code: str, fill: dict[str, str]) -> str:
     return code
 
 
-def _notebook(answers: dict[str, str]):
+def _notebook(answers: dict[str, str], added: str = ""):
+    """The solution with ``answers`` in place; ``added``: a cell of the student's own after the last answer."""
     source = nbformat.read(ROOT / "source" / ASSIGNMENT / NOTEBOOK, as_version=4)
     release = nbformat.read(ROOT / "release" / ASSIGNMENT / NOTEBOOK, as_version=4)
     nb = build_submission(Student("solution", ""), source, release)
     for cell in nb.cells:
         if is_solution_cell(cell):
             cell.source = answers.get(grade_id(cell), cell.source)
+    if added:
+        last = max(index for index, cell in enumerate(nb.cells) if is_solution_cell(cell))
+        nb.cells.insert(last + 1, nbformat.v4.new_code_cell(added))
     return nb
 
 
 def tamper_class(root: str, marker: str, submitted_of) -> dict[str, bytes]:
     """{student/file: bytes}: the tamper cases, an honest student, and an honest student who probes
-    the confinement (network, the grader's files). ``submitted_of(student)``: the path of the file
+    the confinement in a cell of its own (network, the grader's files, the course's notebooks anywhere). ``submitted_of(student)``: the path of the file
     that student hands in."""
     files = {}
     for name, (before, after) in TAMPERS.items():
         fill = {"root": root, "marker": marker, "submitted": submitted_of(name)}
         answers = {cell: (_filled(before, fill) if cell == "causal_mask" else "") + WRONG[cell]
                    + ("\n" + after[cell] if after.get(cell) else "") for cell in WRONG}
-        if name == "reference_import":
-            answers = {cell: (REFERENCE_IMPORT if cell == "causal_mask" else "") + after.get(cell, WRONG[cell]) for cell in WRONG}
+        if name in ("reference_import", "exec_reference_source"):  # the answers come from the code before them
+            answers = {cell: (_filled(before, fill) if cell == "causal_mask" else "") + after.get(cell, WRONG[cell]) for cell in WRONG}
+        elif not before:  # the answer itself takes the route
+            answers = {cell: _filled(after.get(cell, WRONG[cell]), fill) for cell in WRONG}
         files[f"{name}/{NOTEBOOK}"] = nbformat.writes(_notebook(answers)).encode()
+    for name, code in IN_AN_ADDED_CELL.items():
+        files[f"{name}/{NOTEBOOK}"] = nbformat.writes(_notebook({cell: "" for cell in WRONG}, added=code)).encode()
     files[f"honest/{NOTEBOOK}"] = nbformat.writes(_notebook({})).encode()
-    probe = _filled(READ_KEYS + WRITE_RESULTS + NETWORK, {"root": root, "marker": marker, "submitted": submitted_of("prober")})
-    files[f"prober/{NOTEBOOK}"] = nbformat.writes(_notebook({"q5": 'q5_scale = "A"\n' + probe})).encode()
+    probe = _filled(READ_KEYS + WRITE_RESULTS + NETWORK + WALK_FOR_NOTEBOOKS, {"root": root, "marker": marker, "submitted": submitted_of("prober")})
+    files[f"prober/{NOTEBOOK}"] = nbformat.writes(_notebook({}, added=probe)).encode()
     return files

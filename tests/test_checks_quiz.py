@@ -74,3 +74,31 @@ def test_summary_before_and_after_grading():
     after = quiz.summary_markdown(questions)
     assert "**Quiz: 2 / 3 points.**" in after and "| Q1 | 1 / 2 | `b` wrong |" in after and "| Q2 | 1 / 1 | all correct |" in after
     assert "**Q1**: idea one ([lesson](https://example.org/01))" in after and "idea two" not in after
+
+
+def test_flop_keys_of_05_quiz_come_from_counted_flops():
+    """Q4d-Q4g of 05_quiz: the hidden tests' keys, replayed as the grader replays them, agree with the FLOPs that
+    FlopCounterMode counts on a GPT-2 block and with the formulas lesson 02 checks against it."""
+    import nbformat
+
+    from attention_course.gpt2_forward import count_flops, gpt2_block
+    from attention_course.grading.course import source_notebook
+    from attention_course.grading.verdicts.quiz import quiz_keys
+    from course_copy import ROOT
+
+    keys = quiz_keys(nbformat.read(source_notebook(ROOT, "05_quiz"), as_version=4))
+    hidden = {cell: [call for call in calls if len(call.args) > 3] for cell, calls in keys.items()}
+    assert {cell: [call.args[3] for call in hidden[cell]] for cell in ("test_q4d", "test_q4e", "test_q4f")} == {
+        "test_q4d": ["B"], "test_q4e": ["C"], "test_q4f": ["B"]}
+    (crossover,) = hidden["test_q4g"]
+    D = 768
+    block = gpt2_block(D, 12, device="meta")
+    cached, uncached = count_flops(block, 1, n_cached=999), count_flops(block, 1000)
+    assert (cached.projections_mlp, cached.attention) == (24 * D * D, 4 * 1000 * D)  # B: 14,155,776 > 3,072,000
+    assert (uncached.projections_mlp, uncached.attention) == (24 * 1000 * D * D, 4 * 1000 * 1000 * D)  # B, even dense
+    assert count_flops(block, 2000).attention == 4 * uncached.attention  # C: quadratic
+    widths = crossover.configs
+    assert crossover.args[3](768) == 9216 and all(crossover.args[3](width) == 12 * width for (width,) in widths)
+    # The crossover is where causal attention, 2 T (T + 1) D counted over cached steps, meets 24 T D^2 (exactly at 12 D - 1).
+    t = 12 * D - 1
+    assert count_flops(block, t).projections_mlp == 2 * t * (t + 1) * D

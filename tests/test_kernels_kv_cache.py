@@ -17,7 +17,7 @@ from transformers.models.gpt2.modeling_gpt2 import GPT2Attention
 from attention_course.hf_compat import forward_cache
 from attention_course.checks.kv_cache import query_key_products
 from attention_course.model_configs import hf_cache_bytes, llama2_7b_config, meta_model
-from attention_course.gpt2_forward import GPT2Decoder, hf_greedy
+from attention_course.gpt2_forward import GPT2Decoder, count_decode_flops, count_flops, gpt2_block, hf_greedy
 from attention_course.hf_compat import cache_keys_values, gpt2_attention_layer_output, use_eager_attention
 from attention_course.kernels.causal import gpt2_attention
 from attention_course.kernels.kv_cache import KVCache, cached_gpt2_attention, greedy_generate, kv_cache_bytes
@@ -195,6 +195,38 @@ def test_greedy_generate_uses_the_cache_one_token_at_a_time(small_gpt2):
 def test_decoder_refuses_more_than_n_positions(small_gpt2):
     with pytest.raises(ValueError, match="positions"):
         GPT2Decoder(small_gpt2)(torch.zeros(1, 97, dtype=torch.long))
+
+
+def test_decoder_numbers_new_tokens_after_the_cached_ones(small_gpt2):
+    """The positions of a call's tokens start at len(caches[0]); restarted at 0 (offset_positions=False, the
+    lesson's bug) a prefill is unchanged, the next step is not, and uncached calls never see it."""
+    ids = torch.randint(0, 257, (1, 8), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = small_gpt2(ids).logits  # Hugging Face: positions 0 .. 7
+    right, buggy = GPT2Decoder(small_gpt2), GPT2Decoder(small_gpt2, offset_positions=False)
+    caches_right, caches_buggy = right.new_caches(1, 8), buggy.new_caches(1, 8)
+    assert torch.equal(right(ids[:, :7], caches_right), buggy(ids[:, :7], caches_buggy))
+    step_right, step_buggy = right(ids[:, 7:], caches_right), buggy(ids[:, 7:], caches_buggy)
+    assert_close(step_right[:, -1], expected[:, -1], atol=1e-3, rtol=1e-3)
+    assert (step_buggy - step_right).abs().max() > 1e-2
+    assert_close(buggy(ids), expected, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("d_model,n_heads", [(768, 12), (64, 4)])
+def test_counted_flops_of_a_gpt2_block(d_model, n_heads):
+    """FlopCounterMode on a GPT-2 block: 24 T D^2 in the projections and MLP, 4 T^2 D in attention as
+    computed (the whole score matrix), the course's block and Hugging Face's alike; a cached step costs
+    24 D^2 + 4 T D, so the steps of a decode sum to 4 D per allowed pair, 2 T (T + 1) D."""
+    block = gpt2_block(d_model, n_heads, device="meta")
+    for t in (1, 7, 64):
+        counted = count_flops(block, t)
+        assert (counted.projections_mlp, counted.attention) == (24 * t * d_model**2, 4 * t * t * d_model)
+        assert counted == count_flops(block, t, hugging_face=True)
+        step = count_flops(block, 1, n_cached=t - 1)
+        assert (step.projections_mlp, step.attention) == (24 * d_model**2, 4 * t * d_model)
+    steps = count_decode_flops(block, 20)
+    assert sum(s.attention for s in steps) == 2 * 20 * 21 * d_model
+    assert count_flops(gpt2_block(d_model, n_heads, device="cpu"), 5) == count_flops(block, 5)  # real weights, same count
 
 
 # ------------------------------------------------------------------------------------------------

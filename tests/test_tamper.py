@@ -16,23 +16,46 @@ import nbformat
 import pytest
 from nbgrader.utils import determine_grade
 
-from attention_course.grading.cells import grade_id, is_harvest_cell, is_test_cell
+from attention_course.grading.cells import grade_id, is_test_cell
 from class_fixtures import ASSIGNMENT
 from course_copy import copy_course
-from tamper_class import NOTEBOOK, TAMPERS, tamper_class
+from tamper_class import IN_AN_ADDED_CELL, NOTEBOOK, TAMPERS, tamper_class
+
+CASES = [*TAMPERS, *IN_AN_ADDED_CELL]
 
 pytestmark = pytest.mark.nbgrader
 
 # Cases whose test cells all pass in the student's process: stock nbgrader gives them 20 / 20.
 FOOLS_STOCK_NBGRADER = ("blank_later_cells", "swallow_errors_ast", "delete_checks_ast", "replace_checks", "fake_package",
                         "custom_exception_handler", "silenced_tracebacks")
-# What each case's feedback must say on its first code item.
+# What each case's feedback says on its first code item. Where its test cells pass in the student's
+# process, the verdict names why it fails: the construct outside the answer language that left its
+# cell out of grading, or (a call at the top level of a cell is not run when grading) the wrong
+# answer beside it.
+LEFT_OUT = "left out of grading, outside the answer rules: "
 NAMED = {
-    "blank_later_cells_plainly": "the notebook changes how it is graded: input_transformers_post (rewrites later cells)",
-    "fake_package": "the notebook changes how it is graded: import attention_course.grading",
-    "swap_in_references": "a forbidden shortcut: it calls attention_course.kernels.causal.causal_mask",
-    "reference_import": "a forbidden shortcut: it calls attention_course.kernels.causal.causal_mask",
-    "blank_later_cells": "no result came back from the notebook",
+    "blank_later_cells": "mask differs from the reference",
+    "blank_later_cells_plainly": "mask differs from the reference",
+    "custom_exception_handler": "mask differs from the reference",
+    "swallow_errors_ast": LEFT_OUT + "import ast",
+    "delete_checks_ast": LEFT_OUT + "import ast",
+    "replace_checks": LEFT_OUT + "the name _m",
+    "fake_package": LEFT_OUT + "import sys",
+    "silenced_tracebacks": LEFT_OUT + "import sys",
+    "swap_in_references": LEFT_OUT + "from attention_course.kernels import ...",
+    "reference_import": LEFT_OUT + "from attention_course.kernels.causal import ...",
+    "exec_reference_source": LEFT_OUT + "import inspect",
+}
+# Where they fail in the student's process, the visible check has already named the rule.
+VISIBLE = "outside the rules in the box at the top, so grading would leave the cell out: "
+NAMED_BY_THE_VISIBLE_CHECK = {
+    ("grading_alias", "test_causal_mask"): VISIBLE + "import attention_course",
+    ("pickled_outputs", "test_causal_mask"): VISIBLE + "load: loads files (pickles)",
+    ("threads_and_signals", "test_causal_mask"): VISIBLE + "import signal",
+    ("top_level_patch", "test_causal_mask"): VISIBLE + "torch.allclose = ...: it changes something imported",
+    ("popped_torch_mode", "test_attention"): VISIBLE + "exec: runs code from a string",
+    ("computed_getattr", "test_attention"): VISIBLE + "getattr with a computed name",
+    ("sdpa_alias", "test_attention"): VISIBLE + "the name _fused",
 }
 
 
@@ -64,22 +87,23 @@ def in_process_points(course, student: str) -> float:
     if not executed.is_file():
         return 0.0
     nb = nbformat.read(executed, as_version=4)
-    return sum(determine_grade(cell)[0] or 0 for cell in nb.cells if is_test_cell(cell) and not is_harvest_cell(cell))
+    return sum(determine_grade(cell)[0] or 0 for cell in nb.cells if is_test_cell(cell))
 
 
 def test_every_tamper_case_scores_zero_on_every_item(tampered):
     course, _, _, _, result = tampered
     by = {r.student: r for r in result.students}
-    scores = {name: (in_process_points(course, name), by[name].score) for name in TAMPERS}
+    scores = {name: (in_process_points(course, name), by[name].score) for name in CASES}
     print("\n".join(f"{name:<28} in the student's process {points:>4g} / 20   graded {score:g} / 20"
                     for name, (points, score) in scores.items()))
     assert {name: score for name, (_, score) in scores.items() if score} == {}
-    for name in TAMPERS:
+    for name in CASES:
         assert len(by[name].lost) == 11, f"{name} kept {set(by['honest'].lost) ^ set(by[name].lost)}"
     assert all(scores[name][0] == 20 for name in FOOLS_STOCK_NBGRADER), scores
     for name, phrase in NAMED.items():
         assert phrase in by[name].lost["test_causal_mask"], f"{name}: {by[name].lost['test_causal_mask']}"
-    assert "scaled_dot_product_attention" in by["sdpa_alias"].lost["test_attention"]
+    for (name, item), phrase in NAMED_BY_THE_VISIBLE_CHECK.items():
+        assert phrase in by[name].lost[item], f"{name}: {by[name].lost[item]}"
 
 
 def test_honest_students_keep_every_point(tampered):
@@ -89,19 +113,21 @@ def test_honest_students_keep_every_point(tampered):
     assert (by["prober"].score, by["prober"].lost) == (20, {})
 
 
-def _printed(course, student: str, cell_id: str) -> str:
+def _printed(course, student: str, cell_id: str | None) -> str:
+    """What a cell printed in the student's own run (``None``: the cell the student added)."""
     nb = nbformat.read(course / "autograded" / student / ASSIGNMENT / NOTEBOOK, as_version=4)
-    cell = next(c for c in nb.cells if grade_id(c) == cell_id)
+    cell = next(c for c in nb.cells if c.cell_type == "code" and grade_id(c) == cell_id)
     return "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="kernels are confined to users and namespaces of their own only when the grader is root")
-def test_a_kernel_cannot_read_or_write_the_graders_files_nor_reach_the_network(tampered):
+def test_a_kernel_sees_nothing_of_the_graders_machine_but_python_and_cannot_reach_the_network(tampered):
     course, _, _, _, _ = tampered
-    printed = _printed(course, "prober", "q5")
+    printed = _printed(course, "prober", None)
     assert "could not read the answer keys" in printed
     assert "wrote: []" in printed
     assert "network: unreachable" in printed
+    assert "course notebooks elsewhere: []" in printed
     assert "could not read the answer keys" in _printed(course, "read_answer_keys", "causal_mask")
 
 

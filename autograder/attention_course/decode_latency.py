@@ -9,7 +9,8 @@ token are done: the GPU is waited for) and stops when the loop returns (waiting 
 That time over ``n_new`` is the cost of one decode step at contexts ``context - n_new + 1`` ..
 ``context``, with everything the loop does per step (Python, kernel launches, argmax, concatenation)
 and nothing of the prefill, whose cost at long contexts would drown the steps' in noise. The median
-of ``repeats`` runs after a warm-up run; cached and uncached runs of a context side by side, in one run.
+of ``repeats`` runs after a warm-up run (and, before a loop's first point, one untimed generation each
+way); cached and uncached runs of a context side by side, in one run.
 The clock is ``time.perf_counter`` read after ``timing.synchronize``: timing whole calls would time
 the prefill too.
 """
@@ -103,6 +104,22 @@ def seconds_per_token(loop: str, hf_model, prompt: torch.Tensor, n_new: int, use
         return statistics.median(_run_once(loop, hf_model, decoder, prompt, n_new, use_cache, device) for _ in range(repeats))
 
 
+def check_latency_parameters(contexts: Sequence[int], n_new: int, repeats: int, n_positions: int) -> None:
+    """Raise ``ValueError`` unless ``measure_decode_latency`` can run these parameters: at least one
+    context, each with room for a prompt of at least one token before the ``n_new`` timed steps and
+    within the model's ``n_positions``; ``n_new >= 1`` steps and ``repeats >= 1`` runs per point."""
+    if not contexts:
+        raise ValueError("no context lengths to time")
+    if not (isinstance(n_new, int) and n_new >= 1):
+        raise ValueError(f"n_new = {n_new!r}: time at least one decode step per point")
+    if not (isinstance(repeats, int) and repeats >= 1):
+        raise ValueError(f"repeats = {repeats!r}: the median needs at least one run per point")
+    for context in contexts:
+        if not (isinstance(context, int) and n_new < context <= n_positions):
+            raise ValueError(f"context {context!r} must be in ({n_new}, {n_positions}]: more than the {n_new} new tokens "
+                             f"(a prompt of context - n_new >= 1 tokens comes first), and within GPT-2's {n_positions} positions")
+
+
 def measure_decode_latency(
     hf_model,
     contexts: Sequence[int],
@@ -118,11 +135,16 @@ def measure_decode_latency(
     decoder = GPT2Decoder(hf_model)
     n_positions = hf_model.config.n_positions
     generator = torch.Generator().manual_seed(seed)
+    check_latency_parameters(contexts, n_new, repeats, n_positions)
     points = []
     for loop in loops:
+        # One untimed generation each way first: the first runs of a process (thread pools, allocator, kernels picked
+        # for each shape) are slow, and a per-point warm-up alone left the first point of a run several times too high.
+        warm_up = torch.randint(0, hf_model.config.vocab_size, (batch_size, min(contexts) - n_new), generator=generator).to(device)
+        with torch.no_grad():
+            for use_cache in (True, False):
+                _run_once(loop, hf_model, decoder, warm_up, n_new, use_cache, device)
         for context in contexts:
-            if not n_new < context <= n_positions:
-                raise ValueError(f"context {context} must be in ({n_new}, {n_positions}] (GPT-2's positions) for {n_new} new tokens")
             prompt = torch.randint(0, hf_model.config.vocab_size, (batch_size, context - n_new), generator=generator).to(device)
             cached = seconds_per_token(loop, hf_model, prompt, n_new, True, repeats, decoder)
             uncached = seconds_per_token(loop, hf_model, prompt, n_new, False, repeats, decoder)
@@ -130,6 +152,49 @@ def measure_decode_latency(
             if progress:
                 progress(f"  {loop:>6} context {context:>5}: {1e3 * cached:8.2f} ms/token cached, {1e3 * uncached:8.2f} uncached")
     return points
+
+
+def timed_forward_passes(contexts: Sequence[int], n_new: int, repeats: int, n_loops: int = len(LOOPS)) -> dict[str, int]:
+    """What ``measure_decode_latency`` runs: forward passes, and the tokens they read, with and without the
+    cache (per loop: one untimed warm-up generation each way, then per context one warm-up and ``repeats``
+    timed generations each way, each a prefill of ``context - n_new`` tokens and ``n_new`` steps)."""
+    runs = [(min(contexts), 1)] + [(context, 1 + repeats) for context in contexts]  # (context, generations each way)
+    passes = n_loops * sum(count * (n_new + 1) for _, count in runs)  # each way
+    prompt = [(context - n_new, count) for context, count in runs]
+    cached_tokens = n_loops * sum(count * (p + n_new) for p, count in prompt)  # the prefill, then one token per step
+    uncached_tokens = n_loops * sum(count * sum(p + i for i in range(n_new + 1)) for p, count in prompt)  # everything, every step
+    return {"passes_cached": passes, "passes_uncached": passes, "tokens_cached": cached_tokens, "tokens_uncached": uncached_tokens}
+
+
+def estimate_seconds(hf_model, contexts: Sequence[int], n_new: int, repeats: int, loops: Sequence[str] = ("course", "hf"),
+                     batch_size: int = 1) -> float:
+    """A quick forecast of how long ``measure_decode_latency`` takes on this device: a cached step (one
+    token) and an uncached pass over ``max(contexts)`` tokens are timed once each (after a warm-up), a
+    line ``seconds = fixed + per_token * tokens`` through them is charged for every pass that
+    ``timed_forward_passes`` counts. The course's loop stands in for Hugging Face's (whose uncached
+    passes are a little cheaper: it computes the logits of the last position only)."""
+    device = next(hf_model.parameters()).device
+    decoder = GPT2Decoder(hf_model)
+    longest = torch.zeros(batch_size, max(contexts), dtype=torch.long, device=device)
+
+    def seconds(input_ids, caches=None) -> float:
+        synchronize(device)
+        started = time.perf_counter()
+        decoder(input_ids, caches)
+        synchronize(device)
+        return time.perf_counter() - started
+
+    with torch.no_grad():
+        seconds(longest[:, :8])  # warm-up
+        caches = decoder.new_caches(batch_size, 2)
+        seconds(longest[:, :1], caches)
+        one = seconds(longest[:, :1], caches)  # a cached step: one new token after one cached
+        whole = seconds(longest)  # an uncached pass over the longest context
+    per_token = max(whole - one, 0.0) / (max(contexts) - 1)
+    fixed = max(one - per_token, 0.0)
+    counts = timed_forward_passes(contexts, n_new, repeats, n_loops=len(loops))
+    passes = counts["passes_cached"] + counts["passes_uncached"]
+    return passes * fixed + (counts["tokens_cached"] + counts["tokens_uncached"]) * per_token
 
 
 def format_table(points: Sequence[LatencyPoint]) -> str:

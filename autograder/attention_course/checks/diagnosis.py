@@ -7,9 +7,12 @@ failure's traceback: the learner sees their cell and the named mistake, not the 
 import copy
 import os
 import re
+import weakref
 from collections.abc import Callable, Mapping
 
 import torch
+
+from attention_course.answer_rules import read_function
 
 # (atol, rtol) against a float64 reference cast to the dtype under test.
 TOLERANCES = {
@@ -54,9 +57,32 @@ def close(actual: torch.Tensor, expected: torch.Tensor) -> bool:
     return torch.allclose(actual, expected, atol=atol, rtol=rtol, equal_nan=True)
 
 
+_READ: "weakref.WeakKeyDictionary[Callable, list]" = weakref.WeakKeyDictionary()
+
+
+def follows_the_rules(fn: Callable, what: str) -> None:
+    """Fail, naming the construct and its line, when the cell that defines ``fn`` breaks a rule of
+    the answer language (``answer_rules``): the grader would leave that cell out."""
+    __tracebackhide__ = True
+    key = getattr(fn, "__func__", fn)
+    try:
+        breaches = _READ[key]
+    except (KeyError, TypeError):
+        breaches = read_function(fn)
+        try:
+            _READ[key] = breaches
+        except TypeError:  # an object that cannot be weakly referenced: read it again next time
+            pass
+    if breaches:
+        more = f" (and {len(breaches) - 1} more)" if len(breaches) > 1 else ""
+        raise AssertionError(f"{what}: outside the rules in the box at the top, so grading would leave the cell out: "
+                             f"{breaches[0]}{more}")
+
+
 def call(fn: Callable, *args, what: str, **kwargs):
     """Run the learner's function; turn its exception into a failure that says where it came from."""
     __tracebackhide__ = True
+    follows_the_rules(fn, what)
     try:
         return fn(*args, **kwargs)
     except NotImplementedError as error:

@@ -9,6 +9,8 @@ import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from attention_course.checks.diagnosis import follows_the_rules
+
 OUTCOMES: dict[str, tuple[str, str]] = {}
 """Answer name -> (state, message); state is "missing", "answered", "correct" or "wrong"."""
 
@@ -75,6 +77,10 @@ def check_formula(name: str, formula, configs: Sequence[tuple], expected: Callab
     the misconception whose formula gives the same numbers on every configuration is named."""
     if formula is Ellipsis or formula is None or not callable(formula):
         raise _fail(name, "missing", f"{name}: not answered yet (define it as a function)")
+    try:
+        follows_the_rules(formula, name)
+    except AssertionError as breach:
+        raise _fail(name, "wrong", str(breach)) from None
     answers = []
     for config in configs if expected is not None else configs[:1]:
         call = f"{name}{tuple(config)}"

@@ -5,13 +5,13 @@ from attention_course.examples import Replace, Student
 ALL_ANSWERS = (
     "q1a_what_mqa_changes", "q1b_why_decoding_is_faster", "kv_params_mha", "kv_params_mqa", "q2c_mha_kv_params",
     "q2d_mqa_kv_params", "q3a_how_gqa_works", "kv_params_gqa", "q3c_gqa_kv_params", "kv_cache_bytes",
-    "q4b_gpt2_medium_cache_bytes", "q4c_mistral_cache_bytes", "q4d_step_time_with_cache", "q4e_step_time_without_cache",
-    "o_proj_params", "q5b_falcon_dense_params", "q6a_llama2_7b_attention_params", "q6b_gpt2_xl_attention_params",
+    "q4b_gpt2_medium_cache_bytes", "q4c_mistral_cache_bytes", "q4d_cached_step_flops", "q4e_uncached_attention_flops",
+    "q4f_uncached_step_flops", "crossover_context", "o_proj_params", "q5b_falcon_dense_params", "q6a_llama2_7b_attention_params", "q6b_gpt2_xl_attention_params",
     "q6c_llama2_70b_sequences_in_40gb", "q6d_gpt2_bytes_per_token",
 )
 TEST_CELLS = (
     "test_q1a", "test_q1b", "test_q2a", "test_q2b", "test_q2c", "test_q2d", "test_q3a", "test_q3b", "test_q3c", "test_q4a",
-    "test_q4b", "test_q4c", "test_q4d", "test_q4e", "test_q5a", "test_q5b", "test_q6a", "test_q6b", "test_q6c", "test_q6d",
+    "test_q4b", "test_q4c", "test_q4d", "test_q4e", "test_q4f", "test_q4g", "test_q5a", "test_q5b", "test_q6a", "test_q6b", "test_q6c", "test_q6d",
 )
 
 STUDENTS = [
@@ -61,14 +61,23 @@ STUDENTS = [
     ),
     Student(
         "cache_costs_nothing",
-        "thinks a cached step costs the same at any context, and counts GiB",
+        "thinks a cached step costs nothing that grows with T, uncached attention one query per token, and counts GiB",
         (
-            Replace("q4_time", 'q4d_step_time_with_cache = "B"', 'q4d_step_time_with_cache = "A"'),
-            Replace("q4_time", 'q4e_step_time_without_cache = "C"', 'q4e_step_time_without_cache = "B"'),
+            Replace("q4_time", 'q4d_cached_step_flops = "B"', 'q4d_cached_step_flops = "A"'),
+            Replace("q4_time", 'q4e_uncached_attention_flops = "C"', 'q4e_uncached_attention_flops = "B"'),
             Replace("q6", "q6c_llama2_70b_sequences_in_40gb = 40 * 10**9 // kv_cache_bytes(1, 80, 8, 128, 4096, 2)",
                     "q6c_llama2_70b_sequences_in_40gb = 40 * 2**30 // kv_cache_bytes(1, 80, 8, 128, 4096, 2)"),
         ),
-        loses={"test_q4d": "reading the cache takes time proportional to T", "test_q4e": "grows as T^2",
+        loses={"test_q4d": "The new query still meets all T cached keys", "test_q4e": "multiplies attention's FLOPs by 4",
                "test_q6c": "not 40 GiB"},
+    ),
+    Student(
+        "attention_always_dominates",
+        "the study notebook's reading: an uncached step grows quadratically at any context, and attention counted as a full T x T matrix",
+        (
+            Replace("q4_time", 'q4f_uncached_step_flops = "B"', 'q4f_uncached_step_flops = "C"'),
+            Replace("q4_crossover", "return 12 * d_model  # 24 T D^2 = 2 T^2 D", "return 6 * d_model"),
+        ),
+        loses={"test_q4f": "overtakes them only beyond T = 12 D = 9,216", "test_q4g": "the masked half too"},
     ),
 ]

@@ -24,13 +24,6 @@ def is_test_cell(cell) -> bool:
     return bool(meta.get("grade")) and not meta.get("solution") and cell.get("cell_type") == "code"
 
 
-def as_python(source: str) -> str:
-    """A cell's code as plain Python: IPython's magics and shell escapes become calls."""
-    from IPython.core.inputtransformer2 import TransformerManager
-
-    return TransformerManager().transform_cell(source)
-
-
 def neutralise_hidden_test_markers(nb) -> int:
     """In every cell but the instructor's test cells, write nbgrader's hidden-test delimiters with a
     no-break space (shown the same, no longer read as a delimiter); the number of cells changed.

@@ -22,11 +22,11 @@ import nbformat
 from attention_course.grading.cells import grade_id, is_test_cell, neutralise_hidden_test_markers
 from attention_course.grading.collect import Entry, answer_ids, collect, place, restore_originals, snapshot
 from attention_course.grading.course import ASSIGNMENTS, source_notebook
-from attention_course.grading.execute import Limits, confined, execute_notebook
-from attention_course.grading.nbgrader_plugin import EXECUTED_AUTOGRADE_PREPROCESSORS, EXECUTED_ENV, code_of, executed_path
+from attention_course.grading.execute import Limits, confined
+from attention_course.grading.nbgrader_plugin import (EXECUTED_AUTOGRADE_PREPROCESSORS, EXECUTED_ENV, code_of, executed_path,
+                                                     execute_with_harvest)
 from attention_course.grading.nbgrader_steps import (FEEDBACK_PREPROCESSORS, NbgraderFailed, as_option, failures_by_student,
                                                     generate_release, nbgrader, stored_grades)
-from attention_course.grading.verdicts.judge import add_harvest
 from attention_course.grading.zygote import Zygote
 
 WORK = ".grading"
@@ -89,8 +89,7 @@ async def _execute_all(jobs: list[tuple[str, Path, Path]], workers: int, limits:
         async with semaphore:
             digest = _digest(nb)
             try:
-                add_harvest(nb, assignment, source_nb)
-                status = await execute_notebook(nb, zygote, limits, files_from=str(prepared.parent))
+                status = await execute_with_harvest(nb, assignment, source_nb, zygote, limits, str(prepared.parent))
                 nb.metadata[RUN_KEY] = {"digest": digest, "status": status}
                 executed.parent.mkdir(parents=True, exist_ok=True)
                 nbformat.write(nb, executed)
@@ -231,7 +230,7 @@ def grade_class(root: Path, assignment: str, submissions: Path, workers: int | N
         selection = _only(root, assignment, set(results))
         jobs = _prepare(root, assignment, entries, results, selection, work)
 
-        limits, cannot = confined(limits, root, also_hidden=(submissions.resolve(),))
+        limits, cannot = confined(limits)
         notes += cannot
         if limits.threads is None:
             limits = replace(limits, threads=max(1, (os.cpu_count() or 1) // workers))

@@ -3,14 +3,10 @@
 import shutil
 from pathlib import Path
 
-# Assignment id -> notebook name, fixed by the course design: graders, links and badges use them.
-ASSIGNMENTS = {
-    "01_causal_attention": "causal_attention.ipynb",
-    "02_kv_cache": "kv_cache.ipynb",
-    "03_mqa": "mqa.ipynb",
-    "04_gqa": "gqa.ipynb",
-    "05_quiz": "quiz.ipynb",
-}
+from attention_course.assignments import RECORDS
+
+# Assignment id -> notebook name (see ``attention_course.assignments``).
+ASSIGNMENTS = {record.id: record.notebook for record in RECORDS}
 
 
 def find_course_root(start: Path | None = None) -> Path:
@@ -24,12 +20,6 @@ def find_course_root(start: Path | None = None) -> Path:
         f"no course directory at or above {start}: run this inside a clone of the course repository "
         "(the folder with nbgrader_config.py and source/)"
     )
-
-
-def grader_paths(root: Path) -> tuple[str, ...]:
-    """What a student's kernel must not read or write: hidden tests, submissions, grades, feedback."""
-    names = ("source", "submitted", "autograded", "feedback", ".grading", "gradebook.db", "grades.csv")
-    return tuple(str(Path(root) / name) for name in names)
 
 
 def source_notebook(root: Path, assignment: str) -> Path:

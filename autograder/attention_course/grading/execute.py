@@ -23,7 +23,6 @@ from nbclient.exceptions import DeadKernelError
 from traitlets import Any
 
 from attention_course.grading.cells import is_test_cell
-from attention_course.grading.course import grader_paths
 from attention_course.grading.isolation import isolation_possible
 from attention_course.grading.zygote import KERNEL_LOG
 
@@ -37,15 +36,13 @@ class Limits:
     # When the grader runs as root, each kernel runs as its own unprivileged user (uids from here on).
     first_uid: int | None = 61000
     threads: int | None = None  # torch threads per kernel; grade_class shares the cores among its workers
-    # Namespaces of its own for each kernel (needs root; see ``isolation``), with these paths empty.
+    # Namespaces of its own for each kernel, and a file system of an allow-list (needs root; see ``isolation``).
     isolate: bool = False
-    hidden: tuple[str, ...] = ()
 
 
-def confined(limits: Limits, root: Path, also_hidden: tuple[str, ...] = ()) -> tuple[Limits, list[str]]:
-    """The limits as this machine can enforce them for the course at ``root`` (and the submissions
-    in ``also_hidden``), and notes on what it cannot."""
-    limits = replace(limits, isolate=isolation_possible(), hidden=grader_paths(root) + tuple(str(p) for p in also_hidden))
+def confined(limits: Limits) -> tuple[Limits, list[str]]:
+    """The limits as this machine can enforce them, and notes on what it cannot."""
+    limits = replace(limits, isolate=isolation_possible())
     if limits.first_uid is not None and not separate_users_possible():
         limits = replace(limits, first_uid=None)
     if limits.isolate:
@@ -120,13 +117,11 @@ class ForkedKernelManager(AsyncKernelManager):
     uid = Any(None)
     threads = Any(None)
     isolate = Any(False)
-    hidden = Any(())
 
     async def _async_launch_kernel(self, kernel_cmd, **kw):
         argv = kernel_cmd[kernel_cmd.index("-f"):]  # the connection file and extra arguments
         pid = self.zygote.spawn(argv, cwd=kw.get("cwd") or os.getcwd(), env=dict(kw.get("env") or os.environ),
-                                memory_bytes=self.memory_bytes, uid=self.uid, threads=self.threads, isolate=self.isolate,
-                                hidden=self.hidden)
+                                memory_bytes=self.memory_bytes, uid=self.uid, threads=self.threads, isolate=self.isolate)
         provisioner = self.provisioner
         provisioner.process, provisioner.pid, provisioner.pgid = ForkedProcess(pid), pid, pid
         self._reconcile_connection_info(provisioner.connection_info)
@@ -204,7 +199,7 @@ async def execute_notebook(nb, zygote, limits: Limits, files_from: str | None = 
         # An isolated kernel has no network: it is reached over Unix sockets in its folder.
         sockets = {"transport": "ipc", "ip": os.path.join(scratch, ".kernel")} if limits.isolate else {}
         km = ForkedKernelManager(zygote=zygote, memory_bytes=limits.memory_bytes, uid=uid, threads=limits.threads,
-                                 isolate=limits.isolate, hidden=limits.hidden, kernel_name="python3",
+                                 isolate=limits.isolate, kernel_name="python3",
                                  connection_file=os.path.join(scratch, ".kernel.json"), **sockets)
         client = CappedClient(
             nb, km=km, timeout=limits.cell_seconds, allow_errors=True, interrupt_on_timeout=True,

@@ -24,22 +24,15 @@ from pathlib import Path
 import torch
 from torch.overrides import TorchFunctionMode
 
+from attention_course.assignments import RECORDS
 from attention_course.grading.verdicts import HARVEST_MIME, Assignment, assignment_spec, encode
 
 CASE_SECONDS = 20  # one call of the student's code
 FUSED = ("scaled_dot_product", "multi_head_attention")
 
-# Modules whose code is the answer to some exercise, or an oracle for it.
-REFERENCE_MODULES = (
-    "attention_course.kernels.causal",
-    "attention_course.kernels.kv_cache",
-    "attention_course.kernels.gqa",
-    "attention_course.kernels.mqa",
-    "attention_course.checks.causal_attention",
-    "attention_course.checks.kv_cache",
-    "attention_course.checks.gqa",
-    "attention_course.checks.mqa",
-    "attention_course.checks.quiz",
+# Modules whose code is the answer to some exercise, or an oracle for it: every assignment's
+# reference solutions and checks, and the oracles they are checked against.
+ORACLES = (
     "attention_course.hf_compat",
     "attention_course.decode_attention",
     "attention_course.model_configs",
@@ -52,6 +45,8 @@ REFERENCE_MODULES = (
     "transformers.integrations.sdpa_attention",
     "transformers.generation.utils",
 )
+REFERENCE_MODULES = (*(f"attention_course.kernels.{r.kernels}" for r in RECORDS if r.kernels),
+                     *(f"attention_course.checks.{r.topic}" for r in RECORDS), *ORACLES)
 
 
 def _code_objects(obj, seen: set) -> set:
@@ -98,8 +93,6 @@ def code_sets(spec: Assignment, also_allowed: tuple = ()) -> tuple[dict, set]:
     allowed, seen = set(), set()
     for obj in [_resolve(path) for path in spec.allowed] + list(also_allowed):
         allowed |= _code_objects(obj, seen)
-    for path in spec.forbidden:
-        allowed -= _code_objects(_resolve(path), set())
     return {code: name for code, name in forbidden.items() if code not in allowed}, allowed
 
 

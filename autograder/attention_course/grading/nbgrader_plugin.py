@@ -1,9 +1,10 @@
 """nbgrader's autograde with the course's execution and out-of-process verdicts.
 
 Plain ``nbgrader autograde`` (the repository's ``nbgrader_config.py``, formgrader's button):
-``ConfinedExecute`` stands where nbgrader's ``Execute`` stands (the harvest cell appended, the
-notebook run in a kernel forked from a zygote, within limits, in a scratch copy of its folder),
-then ``ApplyVerdicts`` judges every item in nbgrader's own process.
+``ConfinedExecute`` stands where nbgrader's ``Execute`` stands (the notebook run in a kernel forked
+from a zygote, within limits, in a scratch copy of its folder; then the harvest notebook, built from
+the student's accepted code, in a fresh kernel of its own), then ``ApplyVerdicts`` judges every item
+in nbgrader's own process.
 
 The grading command (class_grading) executes the notebooks beforehand, in parallel, the same way;
 ``UseExecuted`` hands on the executed copy, and the same ``ApplyVerdicts`` judges it. Either way
@@ -69,17 +70,28 @@ def _zygote():
     return _ZYGOTE[0]
 
 
+async def execute_with_harvest(nb, assignment: str, source_nb, zygote, limits: Limits, files_from: str) -> str:
+    """Run the student's notebook (its outputs make the feedback), then the harvest notebook built
+    from its accepted code in a fresh kernel of its own (its outputs make the verdicts); the
+    student's notebook's status."""
+    from attention_course.grading.verdicts.judge import harvest_notebook, keep_harvest
+
+    harvest_nb, left_out = harvest_notebook(nb, assignment, source_nb)
+    status = await execute_notebook(nb, zygote, limits, files_from=files_from)
+    await execute_notebook(harvest_nb, zygote, limits, files_from=files_from)
+    keep_harvest(nb, harvest_nb, left_out)
+    return status
+
+
 class ConfinedExecute(NbGraderPreprocessor):
     def preprocess(self, nb, resources):
-        from attention_course.grading.verdicts.judge import add_harvest
-
         assignment = resources["nbgrader"]["assignment"]
-        add_harvest(nb, assignment, _source(self, assignment))
         os.environ.setdefault("NBGRADER_EXECUTION", "autograde")
-        limits, cannot = confined(Limits(), _root(self))
+        limits, cannot = confined(Limits())
         for note in cannot:
             self.log.warning(note)
-        status = asyncio.run(execute_notebook(nb, _zygote(), limits, files_from=resources["metadata"]["path"]))
+        status = asyncio.run(execute_with_harvest(nb, assignment, _source(self, assignment), _zygote(), limits,
+                                                  resources["metadata"]["path"]))
         if status != "ok":
             self.log.warning("%s: %s", resources["nbgrader"]["student"], status)
         return nb, resources

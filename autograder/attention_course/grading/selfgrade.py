@@ -80,17 +80,19 @@ def _fresh(cell):
 
 def grade_notebook(path: Path, source_path: Path, cell_timeout: int = CELL_TIMEOUT) -> Report:
     """As nbgrader grades it, out-of-process verdicts included (``source_path``'s folder names the assignment)."""
-    from attention_course.grading.verdicts.judge import add_harvest, apply_verdicts
+    from attention_course.grading.verdicts.judge import apply_verdicts, harvest_notebook, keep_harvest
 
     submitted = nbformat.read(path, as_version=4)
     source = nbformat.read(source_path, as_version=4)
     graded = with_instructor_cells(submitted, source)
     assignment = Path(source_path).parent.name
-    add_harvest(graded, assignment, source)
-    with tempfile.TemporaryDirectory() as scratch:
-        NotebookClient(
-            graded, timeout=cell_timeout, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": scratch}}
-        ).execute()
+    harvest_nb, left_out = harvest_notebook(graded, assignment, source)
+    for nb in (graded, harvest_nb):  # the student's notebook, then the grader's harvest in a fresh kernel
+        with tempfile.TemporaryDirectory() as scratch:
+            NotebookClient(
+                nb, timeout=cell_timeout, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": scratch}}
+            ).execute()
+    keep_harvest(graded, harvest_nb, left_out)
     apply_verdicts(graded, assignment, source)
     return Report(Path(path).name, test_results(graded))
 

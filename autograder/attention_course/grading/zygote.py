@@ -2,17 +2,18 @@
 imported once per grading run instead of once per notebook.
 
 ``python -m attention_course.grading.zygote`` imports the heavy modules, then reads one JSON
-request per line on stdin ({"argv", "cwd", "env", "memory_bytes", "uid", "threads", "isolate", "hidden"}) and
+request per line on stdin ({"argv", "cwd", "env", "memory_bytes", "uid", "threads", "isolate"}) and
 forks an IPython kernel for each, answering {"pid": ...}. Every kernel serves one notebook and is
 discarded. The zygote never runs a notebook's code itself and never runs a parallel torch operation
 before forking.
 
-Run as root, each kernel is isolated in namespaces of its own (``isolation``: no network, a
-read-only file system with the grader's paths, ``hidden``, empty), and gets a user id of its own
+Run as root, each kernel is isolated in namespaces of its own (``isolation``: no network, a file
+system of the Python it runs and its own folder, nothing else), and gets a user id of its own
 where the Python it runs is readable by other users, or else loses every capability.
 """
 
 
+import atexit
 import faulthandler
 import importlib
 import json
@@ -21,10 +22,11 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import traceback
 
-from attention_course.grading.isolation import drop_privileges, isolate
+from attention_course.grading.isolation import drop_privileges, isolate, visible_paths
 
 NOGROUP = 65534
 KERNEL_LOG = ".kernel.log"  # the kernel process's own stdout and stderr, in its folder
@@ -51,7 +53,7 @@ def _reap(*_):
             return
 
 
-def _become_kernel(request: dict) -> None:
+def _become_kernel(request: dict, root: str) -> None:
     """In the forked child: confine, then run an IPython kernel until it is shut down."""
     try:
         os.setsid()  # its own process group, so that a kill reaches whatever it spawns
@@ -60,7 +62,7 @@ def _become_kernel(request: dict) -> None:
         os.environ.update(request["env"])
         isolated = bool(request.get("isolate")) and os.getuid() == 0
         if isolated:
-            isolate(request["cwd"], request.get("hidden") or [])
+            isolate(request["cwd"], visible_paths(), root)
             os.environ.update(HOME=request["cwd"], MPLCONFIGDIR=request["cwd"], TMPDIR=request["cwd"])
         uid = request.get("uid")
         if uid is not None and os.getuid() == 0:
@@ -103,24 +105,26 @@ def _become_kernel(request: dict) -> None:
 
 
 def serve() -> None:
+    from attention_course.assignments import RECORDS
     from attention_course.grading.harvest import REFERENCE_MODULES
-    from attention_course.grading.verdicts import MODULES
 
     for module in PRELOAD:
         importlib.import_module(module)
-    verdicts = [f"attention_course.grading.verdicts.{name}" for name in MODULES.values() if name]
+    verdicts = [f"attention_course.grading.verdicts.{record.topic}" for record in RECORDS if record.kernels]
     for module in (*verdicts, *REFERENCE_MODULES):  # what the harvest cells use and watch for
         try:
             importlib.import_module(module)
         except ImportError:  # a model family an older transformers lacks
             pass
+    root = tempfile.mkdtemp(prefix="attention-course-root-")  # where each isolated kernel builds its file system
+    atexit.register(os.rmdir, root)
     signal.signal(signal.SIGCHLD, _reap)
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         request = json.loads(line)
         pid = os.fork()
         if pid == 0:
-            _become_kernel(request)
+            _become_kernel(request, root)
         print(json.dumps({"pid": pid}), flush=True)
 
 
@@ -146,9 +150,9 @@ class Zygote:
             self._ready = True
 
     def spawn(self, argv: list[str], cwd: str, env: dict, memory_bytes: int | None, uid: int | None = None,
-              threads: int | None = None, isolate: bool = False, hidden: tuple[str, ...] = ()) -> int:
+              threads: int | None = None, isolate: bool = False) -> int:
         request = {"argv": argv, "cwd": str(cwd), "env": env, "memory_bytes": memory_bytes, "uid": uid, "threads": threads,
-                   "isolate": isolate, "hidden": list(hidden)}
+                   "isolate": isolate}
         with self._lock:
             self._wait_until_ready()
             self._process.stdin.write(json.dumps(request) + "\n")

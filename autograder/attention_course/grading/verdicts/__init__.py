@@ -25,19 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from attention_course.assignments import BY_ID
 from attention_course.checks.diagnosis import close
 
 HARVEST_MIME = "application/vnd.attention-course.harvest+json"
 ERROR_NAME = "OutOfProcessVerdict"
-
-# Assignment -> module of this package that lists its exercises.
-MODULES: dict[str, str | None] = {
-    "01_causal_attention": "causal_attention",
-    "02_kv_cache": "kv_cache",
-    "03_mqa": "mqa",
-    "04_gqa": "gqa",
-    "05_quiz": None,  # quiz items only (see quiz)
-}
 
 Case = dict  # the inputs of one call, drawn from the seed: tensors and plain values
 
@@ -71,17 +63,18 @@ class Assignment:
     # Functions and classes of the package that the notebook's setup cell hands to the student
     # (earlier assignments' solutions, the notebook's harness): calling them is not a shortcut.
     allowed: tuple[str, ...] = ()
-    # Package functions that are shortcuts even though the setup cell imports them for a demo.
-    forbidden: tuple[str, ...] = ()
     # Whether torch's fused attention is the answer to an exercise (not where the notebook hands
     # the student attention already, as 02 hands over 01's).
     fused_attention_forbidden: bool = True
 
 
 def assignment_spec(assignment: str) -> Assignment:
-    if MODULES[assignment] is None:
+    """An assignment's exercises (``verdicts/<topic>.py``'s ``EXERCISES``), with its record's hand-overs."""
+    record = BY_ID[assignment]
+    if record.kernels is None:
         return Assignment(())
-    return importlib.import_module(f"attention_course.grading.verdicts.{MODULES[assignment]}").SPEC
+    exercises = importlib.import_module(f"attention_course.grading.verdicts.{record.topic}").EXERCISES
+    return Assignment(exercises, record.handed_over, not record.fused_attention_allowed)
 
 
 # ------------------------------------------------------------------------------------------------

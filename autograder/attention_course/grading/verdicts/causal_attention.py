@@ -2,7 +2,7 @@
 
 import torch
 
-from attention_course.grading.verdicts import Assignment, Exercise, integer, randn, shape
+from attention_course.grading.verdicts import Exercise, integer, randn, shape
 from attention_course.kernels import causal as ref
 
 
@@ -53,7 +53,7 @@ def _double(*tensors):
     return [t.double() for t in tensors]
 
 
-SPEC = Assignment((
+EXERCISES = (
     Exercise("test_causal_mask", ("causal_mask",), _mask_cases,
              run=lambda s, c: {"mask": s.causal_mask(c["n_queries"], c["n_keys"])},
              expected=lambda c: {"mask": ref.causal_mask(c["n_queries"], c["n_keys"])},
@@ -74,4 +74,4 @@ SPEC = Assignment((
              run=lambda s, c: {"y": s.gpt2_attention(c["x"], *c["weights"], c["n_heads"])},
              expected=lambda c: {"y": ref.gpt2_attention(*_double(c["x"], *c["weights"]), c["n_heads"]).float()},
              describe=lambda c: f"gpt2_attention(x{shape(c['x'])}, ..., n_heads={c['n_heads']})"),
-))
+)

@@ -2,12 +2,10 @@
 
 import torch
 
-from attention_course.grading.verdicts import Assignment, Exercise, integer, raised, randn, shape
+from attention_course.grading.verdicts import Exercise, integer, raised, randn, shape
 from attention_course.kernels import gqa as ref
 from attention_course.kernels.kv_cache import KVCache
 
-# The setup cells of 03 and 04 hand over 01's mask and 02's cache.
-ALLOWED = ("attention_course.kernels.causal.causal_mask", "attention_course.kernels.kv_cache.KVCache")
 
 
 def _heads(generator, n_kv_heads: int | None) -> tuple[int, int]:
@@ -147,20 +145,17 @@ def _expected_convert(case):
     return dict(converted.state_dict()) | {"n_kv_heads": case["size"][2], "the MHA layer left unchanged": True}
 
 
-SPEC = Assignment(
-    (
-        Exercise("test_repeat_kv", ("repeat_kv",), _repeat_cases,
-                 run=lambda s, c: {"y": s.repeat_kv(c["x"], c["n_rep"])},
-                 expected=lambda c: {"y": ref.repeat_kv(c["x"], c["n_rep"])},
-                 describe=lambda c: f"repeat_kv(x{shape(c['x'])}, {c['n_rep']})"),
-        attention_exercise("test_gqa_attention", "gqa_attention", None, cases=_gqa_cases),
-        Exercise("test_module", ("GroupedQueryAttention",), layer_cases(None),
-                 run_layer(lambda s, c: s.GroupedQueryAttention(*c["size"], bias=c["bias"])), expected_layer,
-                 describe=lambda c: f"GroupedQueryAttention{c['size']} (bias={c['bias']}) on x{shape(c['x'])}, "
-                                    f"then cached in chunks of {c['chunks']}"),
-        Exercise("test_convert", ("mha_to_gqa",), _convert_cases, _run_convert, _expected_convert,
-                 describe=lambda c: f"mha_to_gqa(MHA layer {c['size'][:2]} (bias={c['bias']}), {c['size'][2]})",
-                 harness=(_mha,)),
-    ),
-    allowed=ALLOWED,
+EXERCISES = (
+    Exercise("test_repeat_kv", ("repeat_kv",), _repeat_cases,
+             run=lambda s, c: {"y": s.repeat_kv(c["x"], c["n_rep"])},
+             expected=lambda c: {"y": ref.repeat_kv(c["x"], c["n_rep"])},
+             describe=lambda c: f"repeat_kv(x{shape(c['x'])}, {c['n_rep']})"),
+    attention_exercise("test_gqa_attention", "gqa_attention", None, cases=_gqa_cases),
+    Exercise("test_module", ("GroupedQueryAttention",), layer_cases(None),
+             run_layer(lambda s, c: s.GroupedQueryAttention(*c["size"], bias=c["bias"])), expected_layer,
+             describe=lambda c: f"GroupedQueryAttention{c['size']} (bias={c['bias']}) on x{shape(c['x'])}, "
+                                f"then cached in chunks of {c['chunks']}"),
+    Exercise("test_convert", ("mha_to_gqa",), _convert_cases, _run_convert, _expected_convert,
+             describe=lambda c: f"mha_to_gqa(MHA layer {c['size'][:2]} (bias={c['bias']}), {c['size'][2]})",
+             harness=(_mha,)),
 )

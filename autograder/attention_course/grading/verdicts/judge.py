@@ -1,33 +1,87 @@
-"""The grader's side, on a notebook: append the harvest cell before execution; after it, judge
-every graded item from what the harvest printed, and take points from the items it disproves."""
+"""The grader's side, on a notebook.
 
+Before execution, ``harvest_notebook`` builds the notebook the verdicts come from: the source's
+set-up cells, then the student's cells in their order, each read first (``answer_rules``) and kept
+only when it is in the answer language, with only its imports, definitions and assignments (a
+print or a magic runs in the student's own notebook, not here), and a harvest cell where each test
+cell stood. It runs in a fresh kernel of its own: no test cell, no check and no other code of the
+student's runs there. ``keep_harvest`` files what it printed with the student's executed notebook;
+``apply_verdicts`` judges every graded item from it and takes points from the items it disproves."""
+
+import ast
 import json
 import secrets
 
 import nbformat
 
-from attention_course.grading.cells import HARVEST_KEY, grade_id, is_harvest_cell, is_solution_cell, is_test_cell
+from attention_course.answer_rules import ALWAYS_HANDED_OVER, Breach, Rules, accepted_code, as_python, import_origins
+from attention_course.grading.cells import HARVEST_KEY, grade_id, is_harvest_cell, is_solution_cell, is_test_cell, nbgrader_meta
 from attention_course.grading.harvest import harvest_source
 from attention_course.grading.verdicts import ERROR_NAME, HARVEST_MIME, assignment_spec, judge_exercise
 from attention_course.grading.verdicts import quiz
 from attention_course.grading.verdicts.quiz import is_quiz_cell
-from attention_course.grading.verdicts.tampering import tampering
 
 MAX_HARVEST_CHARS = 20_000_000
 
 
-def add_harvest(nb, assignment: str, source_nb, seed: int | None = None) -> None:
-    """Put a harvest cell after each test cell, for that cell's item (a fresh seed unless given):
-    an item whose test ran keeps its evidence even if a later cell stops the kernel."""
+def student_cells(nb) -> list[tuple[int, str, str]]:
+    """(index, label, source) of the code the student wrote: answer cells and cells they added."""
+    cells = []
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or is_harvest_cell(cell):
+            continue
+        meta = nbgrader_meta(cell)
+        if is_solution_cell(cell) or not (meta.get("locked") or meta.get("grade")):
+            cells.append((index, meta.get("grade_id") or f"cell {index + 1}", cell.source))
+    return cells
+
+
+def _setup_cells(source_nb) -> list:
+    """The source's cells before its first answer cell that are neither answers nor tests: the set-up."""
+    setup = []
+    for cell in source_nb.cells:
+        if is_solution_cell(cell) or is_test_cell(cell):
+            break
+        if cell.cell_type == "code":
+            setup.append(cell)
+    return setup
+
+
+def answer_rules(assignment: str, source_nb, nb) -> Rules:
+    """The rules of an assignment's answers: what its given cells bind, what they hand over."""
+    spec = assignment_spec(assignment)
+    given = {}
+    for cell in source_nb.cells:
+        if cell.cell_type == "code" and not is_solution_cell(cell) and not is_test_cell(cell):
+            given |= import_origins(cell.source)
+    classes = set()
+    for _, _, source in student_cells(nb):
+        try:
+            classes |= {node.name for node in ast.parse(as_python(source)).body if isinstance(node, ast.ClassDef)}
+        except SyntaxError:
+            continue
+    return Rules(given=given, handed_over=frozenset(spec.allowed + ALWAYS_HANDED_OVER),
+                 fused_allowed=not spec.fused_attention_forbidden, own_classes=frozenset(classes))
+
+
+def harvest_notebook(nb, assignment: str, source_nb, seed: int | None = None):
+    """(the notebook the verdicts come from, the student's cells left out of it and why)."""
     seed = secrets.randbits(30) if seed is None else seed
     keys = quiz.quiz_keys(source_nb)
     every = quiz.plan(keys, seed)
     exercises = {exercise.grade_id for exercise in assignment_spec(assignment).exercises}
-    cells = []
-    for cell in nb.cells:
-        if is_harvest_cell(cell):
+    nb.metadata.pop(HARVEST_KEY, None)  # only the grader files a harvest
+    rules = answer_rules(assignment, source_nb, nb)
+    ours = {index: (label, source) for index, label, source in student_cells(nb)}
+    cells = [nbformat.v4.new_code_cell(cell.source) for cell in _setup_cells(source_nb)]
+    left_out = []
+    for index, cell in enumerate(nb.cells):
+        if index in ours:
+            code, breaches = accepted_code(ours[index][1], ours[index][0], rules)
+            left_out += breaches[:1]  # the first is enough to say why; the visible checks show the rest
+            if code.strip():
+                cells.append(nbformat.v4.new_code_cell(code))
             continue
-        cells.append(cell)
         item = grade_id(cell)
         if not is_test_cell(cell) or (item not in exercises and item not in keys):
             continue
@@ -38,7 +92,16 @@ def add_harvest(nb, assignment: str, source_nb, seed: int | None = None) -> None
         harvest = nbformat.v4.new_code_cell(harvest_source(plan))
         harvest.metadata[HARVEST_KEY] = plan
         cells.append(harvest)
-    nb.cells = cells
+    return nbformat.v4.new_notebook(cells=cells, metadata=nb.metadata), left_out
+
+
+def keep_harvest(nb, harvested_nb, left_out: list[Breach]) -> None:
+    """File what the executed harvest notebook printed, and what was left out, with ``nb``."""
+    nb.metadata[HARVEST_KEY] = {
+        "cells": [{"plan": cell.metadata[HARVEST_KEY], "result": _harvested(cell)} for cell in harvested_nb.cells
+                  if is_harvest_cell(cell)],
+        "left_out": [str(breach) for breach in left_out],
+    }
 
 
 def _harvested(cell) -> dict:
@@ -53,15 +116,14 @@ def _harvested(cell) -> dict:
     return {}
 
 
-def _merged(harvest_cells) -> tuple[dict, dict]:
+def _merged(records: list[dict]) -> tuple[dict, dict]:
     """(plan, harvested) of all harvest cells together: what each was asked, what each answered."""
     plan = {"seed": None, "formulas": {}}
     harvested = {"exercises": {}, "answers": {}, "formulas": {}}
-    for cell in harvest_cells:
-        asked = cell.metadata[HARVEST_KEY]
+    for record in records:
+        asked, answered = record["plan"], record["result"]
         plan["seed"] = asked["seed"]
         plan["formulas"] |= asked.get("formulas", {})
-        answered = _harvested(cell)
         for part in harvested:
             if isinstance(answered.get(part), dict):
                 wanted = set(asked.get(part, ()))
@@ -91,18 +153,14 @@ def verdicts(assignment: str, source_nb, plan: dict, harvested: dict) -> dict[st
 
 
 def apply_verdicts(nb, assignment: str, source_nb) -> dict[str, str]:
-    """Judge ``nb`` (executed, with its harvest cell), remove the harvest cell, and give each test
-    cell that passed in the student's process but not here an error, so that it scores 0."""
-    harvest_cells = [cell for cell in nb.cells if is_harvest_cell(cell)]
-    nb.cells = [cell for cell in nb.cells if not is_harvest_cell(cell)]
-    _renumber(nb)
-    setup = [cell.source for cell in source_nb.cells if cell.cell_type == "code" and not is_test_cell(cell)
-             and not is_solution_cell(cell)]
-    tampered = tampering(nb, setup)
-    if tampered:
-        found = {grade_id(c): tampered for c in source_nb.cells if is_test_cell(c)}
-    elif harvest_cells:
-        found = verdicts(assignment, source_nb, *_merged(harvest_cells))
+    """Judge ``nb`` (executed, its harvest filed by ``keep_harvest``) and give each test cell that
+    passed in the student's process but not here an error, so that it scores 0."""
+    filed = nb.metadata.pop(HARVEST_KEY, None)
+    if filed and filed["cells"]:
+        found = verdicts(assignment, source_nb, *_merged(filed["cells"]))
+        if filed["left_out"]:
+            note = f"; left out of grading, outside the answer rules: {'; '.join(filed['left_out'][:3])}"
+            found = {item: problem + note if problem else problem for item, problem in found.items()}
     else:
         found = {grade_id(c): "the notebook was not run with the grader's harvest" for c in source_nb.cells if is_test_cell(c)}
     for cell in nb.cells:
@@ -122,15 +180,3 @@ def _passed_in_process(cell) -> bool:
     """As nbgrader scores a test cell: an error, or anything written to stderr, costs its points."""
     return not any(output.get("output_type") == "error" or (output.get("output_type") == "stream" and output.get("name") == "stderr")
                    for output in cell.outputs)
-
-
-def _renumber(nb) -> None:
-    """Execution counts without the gaps the removed harvest cells leave, as the student's own run shows them."""
-    count = 0
-    for cell in nb.cells:
-        if cell.cell_type == "code" and cell.get("execution_count") is not None:
-            count += 1
-            cell.execution_count = count
-            for output in cell.outputs:
-                if "execution_count" in output:
-                    output.execution_count = count

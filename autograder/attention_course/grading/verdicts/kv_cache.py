@@ -3,7 +3,7 @@
 import torch
 
 from attention_course.checks.kv_cache import Recorder, reference_model
-from attention_course.grading.verdicts import RAISES, Assignment, Exercise, integer, raised, randn, shape
+from attention_course.grading.verdicts import RAISES, Exercise, integer, raised, randn, shape
 from attention_course.grading.verdicts.causal_attention import gpt2_weights
 from attention_course.kernels import causal as causal_ref
 from attention_course.kernels import kv_cache as ref
@@ -119,25 +119,18 @@ def _bytes_cases(generator):
                       integer(generator, 1, 9000), (1, 2, 4)[integer(generator, 0, 2)])} for _ in range(5)]
 
 
-SPEC = Assignment(
-    (
-        Exercise("test_kv_cache", ("KVCache",), _cache_cases, _run_cache, _expected_cache,
-                 describe=lambda c: f"KVCache{c['size']}, updates of {[k.shape[2] for k, _ in c['chunks']]} positions"),
-        Exercise("test_cached_attention", ("cached_gpt2_attention",), _attention_cases, _run_cached_attention,
-                 _expected_cached_attention,
-                 describe=lambda c: f"cached_gpt2_attention on x{shape(c['x'])} in chunks of {c['chunks']}",
-                 allowed=(ref.KVCache,)),
-        Exercise("test_generate", ("greedy_generate",), _generate_cases, _run_generate, _expected_generate,
-                 describe=lambda c: f"greedy_generate(model, input_ids{shape(c['prompt'])}, {c['n_new']}, use_cache={c['use_cache']})",
-                 judge=_judge_generate, harness=(Recorder, reference_model)),
-        Exercise("test_bytes", ("kv_cache_bytes",), _bytes_cases,
-                 run=lambda s, c: {"bytes": s.kv_cache_bytes(*c["args"])},
-                 expected=lambda c: {"bytes": ref.kv_cache_bytes(*c["args"])},
-                 describe=lambda c: f"kv_cache_bytes{c['args']}"),
-    ),
-    # The setup cell hands over 01's functions and the notebook's GPT-2 decoder.
-    allowed=("attention_course.kernels.causal.attention", "attention_course.kernels.causal.causal_mask",
-             "attention_course.kernels.causal.split_heads", "attention_course.kernels.causal.merge_heads",
-             "attention_course.gpt2_forward.GPT2Decoder"),
-    fused_attention_forbidden=False,
+EXERCISES = (
+    Exercise("test_kv_cache", ("KVCache",), _cache_cases, _run_cache, _expected_cache,
+             describe=lambda c: f"KVCache{c['size']}, updates of {[k.shape[2] for k, _ in c['chunks']]} positions"),
+    Exercise("test_cached_attention", ("cached_gpt2_attention",), _attention_cases, _run_cached_attention,
+             _expected_cached_attention,
+             describe=lambda c: f"cached_gpt2_attention on x{shape(c['x'])} in chunks of {c['chunks']}",
+             allowed=(ref.KVCache,)),
+    Exercise("test_generate", ("greedy_generate",), _generate_cases, _run_generate, _expected_generate,
+             describe=lambda c: f"greedy_generate(model, input_ids{shape(c['prompt'])}, {c['n_new']}, use_cache={c['use_cache']})",
+             judge=_judge_generate, harness=(Recorder, reference_model)),
+    Exercise("test_bytes", ("kv_cache_bytes",), _bytes_cases,
+             run=lambda s, c: {"bytes": s.kv_cache_bytes(*c["args"])},
+             expected=lambda c: {"bytes": ref.kv_cache_bytes(*c["args"])},
+             describe=lambda c: f"kv_cache_bytes{c['args']}"),
 )

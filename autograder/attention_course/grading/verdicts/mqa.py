@@ -2,8 +2,8 @@
 
 import torch
 
-from attention_course.grading.verdicts import Assignment, Exercise, randn, shape
-from attention_course.grading.verdicts.gqa import ALLOWED, PARAMS, attention_exercise, expected_layer, layer_cases, run_layer
+from attention_course.grading.verdicts import Exercise, randn, shape
+from attention_course.grading.verdicts.gqa import PARAMS, attention_exercise, expected_layer, layer_cases, run_layer
 from attention_course.memory import NewStorages
 
 # One decode-like call, as in the notebook's check: B = 2 so that a broadcast matmul would copy k.
@@ -37,17 +37,14 @@ def _judge_no_copy(case, outputs) -> str:
     return ""
 
 
-SPEC = Assignment(
-    (
-        attention_exercise("test_mqa_attention", "mqa_attention", 1),
-        Exercise("test_mqa_no_copy", ("mqa_attention",), _no_copy_cases, _run_no_copy, expected=lambda c: {},
-                 describe=lambda c: f"mqa_attention(q{shape(c['q'])}, k{shape(c['k'])}, v{shape(c['v'])})",
-                 judge=_judge_no_copy),
-        Exercise("test_module", ("MultiQueryAttention",), layer_cases(1),
-                 run_layer(lambda s, c: s.MultiQueryAttention(*c["size"][:2], bias=c["bias"])), expected_layer,
-                 describe=lambda c: f"MultiQueryAttention{c['size'][:2]} (bias={c['bias']}) on x{shape(c['x'])}, "
-                                    f"then cached in chunks of {c['chunks']}"),
-        PARAMS,
-    ),
-    allowed=ALLOWED,
+EXERCISES = (
+    attention_exercise("test_mqa_attention", "mqa_attention", 1),
+    Exercise("test_mqa_no_copy", ("mqa_attention",), _no_copy_cases, _run_no_copy, expected=lambda c: {},
+             describe=lambda c: f"mqa_attention(q{shape(c['q'])}, k{shape(c['k'])}, v{shape(c['v'])})",
+             judge=_judge_no_copy),
+    Exercise("test_module", ("MultiQueryAttention",), layer_cases(1),
+             run_layer(lambda s, c: s.MultiQueryAttention(*c["size"][:2], bias=c["bias"])), expected_layer,
+             describe=lambda c: f"MultiQueryAttention{c['size'][:2]} (bias={c['bias']}) on x{shape(c['x'])}, "
+                                f"then cached in chunks of {c['chunks']}"),
+    PARAMS,
 )
