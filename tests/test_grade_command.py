@@ -323,7 +323,7 @@ def test_one_students_text_never_stops_the_class(tmp_path, monkeypatch):
     async def broken(*args, **kwargs):
         raise RuntimeError("the grader broke")
 
-    monkeypatch.setattr(class_grading, "execute_notebook", broken)
+    monkeypatch.setattr(class_grading, "execute_with_harvest", broken)
     third = {r.student: r for r in grade_class(course, ASSIGNMENT, hand_in, workers=2).students}
     assert third["pasted"].score == 0 and "could not run this notebook (RuntimeError: the grader broke)" in third["pasted"].status
     assert {s: r.score for s, r in third.items() if s != "pasted"} == {s: 20 for s in by if s != "pasted"}
