@@ -22,12 +22,12 @@ c.OverwriteCells.add_missing_cells = True
 # Student versions never carry outputs.
 c.ClearOutput.enabled = True
 
-# Feedback shows each test's result but not the hidden tests' code, so they can serve again.
-c.GenerateFeedback.preprocessors = [
-    "nbgrader.preprocessors.GetGrades",
-    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
-    "nbgrader.preprocessors.ClearHiddenTests",
-]
+# Feedback shows each test's result but not the hidden tests' code, so they can serve again; a
+# student's own text that reads like a hidden-test delimiter is neutralised first, so that it
+# cannot stop the feedback of the class.
+from attention_course.grading.nbgrader_steps import FEEDBACK_PREPROCESSORS  # noqa: E402
+
+c.GenerateFeedback.preprocessors = FEEDBACK_PREPROCESSORS
 
 # Autograde runs each notebook in a confined kernel with the grader's harvest appended, then judges
 # every item in nbgrader's own process from the harvested outputs (attention_course.grading.verdicts):
