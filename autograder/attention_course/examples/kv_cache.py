@@ -122,4 +122,14 @@ STUDENTS = [
             ),
         ),
     ),
+    Student(
+        "narrow_views",
+        "correct, written differently: the cached part returned by narrow(), the positions counted in a list",
+        (
+            Replace("kv_cache", "return self.keys[:, :, :end], self.values[:, :, :end]",
+                    "return self.keys.narrow(2, 0, end), self.values.narrow(2, 0, end)"),
+            Replace("kv_cache", "self.length = 0", "self.length = 0\n        self.steps = []"),
+            Replace("kv_cache", "self.length = end\n", "self.steps.append(k_new.shape[2])\n        self.length = sum(self.steps)\n"),
+        ),
+    ),
 ]
