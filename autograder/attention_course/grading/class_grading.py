@@ -25,8 +25,8 @@ from attention_course.grading.course import ASSIGNMENTS, source_notebook
 from attention_course.grading.execute import Limits, confined
 from attention_course.grading.nbgrader_plugin import (EXECUTED_AUTOGRADE_PREPROCESSORS, EXECUTED_ENV, code_of, executed_path,
                                                      execute_with_harvest)
-from attention_course.grading.nbgrader_steps import (FEEDBACK_PREPROCESSORS, NbgraderFailed, as_option, failures_by_student,
-                                                    generate_release, nbgrader, stored_grades)
+from attention_course.grading.nbgrader_steps import (NbgraderFailed, as_option, failures_by_student, generate_release, nbgrader,
+                                                    stored_grades)
 from attention_course.grading.zygote import Zygote
 
 WORK = ".grading"
@@ -187,8 +187,7 @@ def _store_grades(root: Path, assignment: str, entries: list[Entry], selection: 
             said.setdefault(student, []).append(
                 "repaired: the words 'BEGIN/END HIDDEN TESTS' in a cell of yours, written with a no-break space in the feedback")
     try:
-        nbgrader(root, "generate_feedback", assignment, "--force", *selection,
-                 as_option("GenerateFeedback.preprocessors", FEEDBACK_PREPROCESSORS))
+        nbgrader(root, "generate_feedback", assignment, "--force", *selection)  # the course's preprocessors: nbgrader_config.py
         failed = {}
     except NbgraderFailed as error:
         failed = failures_by_student(error.log, assignment)
