@@ -31,6 +31,7 @@ def fails_naming(phrase, check, fn, **kwargs):
     with pytest.raises(AssertionError) as error:
         check(fn, **kwargs)
     assert phrase in str(error.value), str(error.value)
+    return str(error.value)
 
 
 def test_repeat_instead_of_repeat_interleave():
@@ -177,3 +178,57 @@ def in_place(mha, n_kv_heads):
                                             (in_place, "was changed")])
 def test_conversion_mistakes(convert, phrase):
     fails_naming(phrase, checks.check_mha_to_gqa, convert)
+
+
+class WithMaskBuffer(ref.GroupedQueryAttention):
+    """A causal mask kept as a persistent buffer, as nanoGPT's CausalSelfAttention keeps `bias`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_buffer("mask", torch.ones(64, 64, dtype=torch.bool).tril())
+
+
+class MQAWithMaskBuffer(mqa_ref.MultiQueryAttention):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_buffer("causal_bias", torch.ones(64, 64).tril())
+
+
+class WithNonPersistentBuffer(ref.GroupedQueryAttention):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_buffer("mask", torch.ones(64, 64, dtype=torch.bool).tril(), persistent=False)
+
+
+def test_an_extra_persistent_buffer_is_named_and_a_non_persistent_one_passes(capsys):
+    message = fails_naming("`mask` is a persistent buffer", checks.check_grouped_query_attention, WithMaskBuffer)
+    assert "persistent=False" in message
+    fails_naming("`causal_bias` is a persistent buffer", mqa_checks.check_multi_query_attention, MQAWithMaskBuffer)
+    checks.check_grouped_query_attention(WithNonPersistentBuffer)
+    assert "✓" in capsys.readouterr().out
+
+
+class ScaledByModelWidth(ref.GroupedQueryAttention):
+    """Scores divided by sqrt(d_model): nanoGPT-style code with C (the model width) where it means the head size."""
+
+    def forward(self, x, cache=None):
+        batch, length, width = x.shape
+        q = self._heads(self.q_proj(x), self.n_heads) * math.sqrt(self.head_dim / width)  # ref divides by sqrt(d) again
+        k, v = self._heads(self.k_proj(x), self.n_kv_heads), self._heads(self.v_proj(x), self.n_kv_heads)
+        if cache is not None:
+            k, v = cache.update(k, v)
+        y = ref.gqa_attention(q, k, v)
+        return self.o_proj(y.transpose(1, 2).reshape(batch, length, -1))
+
+
+def test_scores_scaled_by_model_width_are_named():
+    fails_naming("divided by sqrt(d_model)", checks.check_grouped_query_attention, ScaledByModelWidth)
+
+
+def test_visible_checks_run_half_precision_too():
+    def wrong_only_in_half(q, k, v, causal=True):
+        y = ref.gqa_attention(q, k, v, causal)
+        return y * 1.5 if q.dtype in (torch.float16, torch.bfloat16) else y
+
+    message = fails_naming("values differ", checks.check_gqa_attention, wrong_only_in_half)
+    assert "torch.float16" in message

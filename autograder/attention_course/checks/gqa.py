@@ -5,7 +5,7 @@ bfloat16, CUDA when present, ``scaled_dot_product_attention(enable_gqa=True)`` a
 
 import torch
 
-from attention_course.checks.causal_attention import FUTURE_LEAK, NO_SCALE, TOP_LEFT, _weights_variant
+from attention_course.checks.causal_attention import FUTURE_LEAK, NO_SCALE, TOP_LEFT, _visible_extras, _weights_variant
 from attention_course.checks.diagnosis import call, devices, dtypes, expect_close, expect_value_error, passed
 from attention_course.kernels import gqa as ref
 from attention_course.kernels.kv_cache import KVCache
@@ -37,6 +37,7 @@ COPY = (
 NEW_ONLY = "with a cache, the new queries must attend over everything cached (what cache.update returns), not only the new keys"
 NOT_UPDATED = "the new keys and values were not appended to the cache: call cache.update(k, v) in forward when a cache is given"
 NO_OUTPUT_PROJ = "the output projection o_proj was not applied"
+SCALE_WIDTH = "the scores were divided by sqrt(d_model), the model width; the scale uses the head size: 1 / sqrt(head_dim)"
 STRIDED = (
     "pooled the wrong heads together: group g replaces the consecutive heads g*(H/G) .. (g+1)*(H/G) - 1 (the query heads "
     "that will share it), not heads g, g + G, g + 2G, ..."
@@ -99,22 +100,23 @@ def check_grouped_attention(fn, name: str, thorough: bool, seed: int, kv_heads: 
     __tracebackhide__ = True
     generator = torch.Generator().manual_seed(seed)
     n_cases = 0
-    for device in devices(thorough):
-        for dtype in dtypes(thorough):
-            for batch, n_heads, n_kv, n_queries, n_keys, head_dim in _attention_cases(thorough, kv_heads):
-                q = torch.randn(batch, n_heads, n_queries, head_dim, generator=generator, dtype=torch.float64)
-                k, v = (torch.randn(batch, n_kv, n_keys, head_dim, generator=generator, dtype=torch.float64) for _ in "kv")
-                q, k, v = (t.to(device=device, dtype=dtype) for t in (q, k, v))
-                for causal in (True, False):
-                    case = f"{name}(q{tuple(q.shape)}, k{tuple(k.shape)}, v{tuple(v.shape)}, causal={causal}) [{dtype}, {device}]"
-                    output = call(fn, q, k, v, causal=causal, what=case)
-                    expected = _grouped_variant(q, k, v, causal)
-                    if thorough and n_queries == n_keys:  # PyTorch's own grouped kernel must agree with the float64 reference
-                        sdpa = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double(),
-                                                                                is_causal=causal, enable_gqa=True)
-                        torch.testing.assert_close(sdpa, expected)
-                    expect_close(output, expected.to(dtype), case, _grouped_mistakes(q, k, v, causal))
-                    n_cases += 1
+    cases = _attention_cases(thorough, kv_heads)
+    runs = [(device, dtype, case) for device in devices(thorough) for dtype in dtypes(thorough) for case in cases]
+    runs += [(device, dtype, cases[1]) for device, dtype in _visible_extras(thorough)]  # half precision, GPU: one case each
+    for device, dtype, (batch, n_heads, n_kv, n_queries, n_keys, head_dim) in runs:
+        q = torch.randn(batch, n_heads, n_queries, head_dim, generator=generator, dtype=torch.float64)
+        k, v = (torch.randn(batch, n_kv, n_keys, head_dim, generator=generator, dtype=torch.float64) for _ in "kv")
+        q, k, v = (t.to(device=device, dtype=dtype) for t in (q, k, v))
+        for causal in (True, False):
+            case = f"{name}(q{tuple(q.shape)}, k{tuple(k.shape)}, v{tuple(v.shape)}, causal={causal}) [{dtype}, {device}]"
+            output = call(fn, q, k, v, causal=causal, what=case)
+            expected = _grouped_variant(q, k, v, causal)
+            if thorough and n_queries == n_keys:  # PyTorch's own grouped kernel must agree with the float64 reference
+                sdpa = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double(),
+                                                                        is_causal=causal, enable_gqa=True)
+                torch.testing.assert_close(sdpa, expected)
+            expect_close(output, expected.to(dtype), case, _grouped_mistakes(q, k, v, causal))
+            n_cases += 1
     return n_cases
 
 
@@ -206,6 +208,14 @@ def _expect_llama_layout(module, hf_layer, name: str, n_heads: int, n_kv_heads: 
         raise AssertionError(f"{name}: {KV_FULL_WIDTH}")
     missing = sorted(set(expected) - set(theirs))
     extra = sorted(set(theirs) - set(expected))
+    buffers = [key for key in extra if key in dict(module.named_buffers())]
+    if buffers:
+        raise AssertionError(
+            f"{name}: {', '.join(f'`{key}`' for key in buffers)} {'is a persistent buffer' if len(buffers) == 1 else 'are persistent buffers'} "
+            f"(register_buffer), so {'it goes' if len(buffers) == 1 else 'they go'} into state_dict and Llama's weights no longer load "
+            "into the layer (load_state_dict is strict). The layer's state_dict must hold q_proj, k_proj, v_proj and o_proj only: "
+            "compute such a tensor in forward, or register it with persistent=False"
+        )
     wrong = {key: (theirs[key], expected[key]) for key in set(theirs) & set(expected) if theirs[key] != expected[key]}
     raise AssertionError(
         f"{name}: parameters differ from Llama's layout (q_proj D -> H*d, k_proj and v_proj D -> G*d, o_proj H*d -> D, "
@@ -215,6 +225,7 @@ def _expect_llama_layout(module, hf_layer, name: str, n_heads: int, n_kv_heads: 
 
 
 def _module_variant(x, state, n_heads, n_kv_heads, pairing="block", scale="sqrt", mask="bottom_right", project=True):
+    """``scale="width"``: the scores divided by sqrt(d_model) instead of sqrt(head_dim)."""
     """The layer as a learner might write it, float64, over the whole sequence x [B, T, D]."""
     def linear(name, t):
         bias = state.get(f"{name}.bias")
@@ -228,6 +239,8 @@ def _module_variant(x, state, n_heads, n_kv_heads, pairing="block", scale="sqrt"
         return t.view(batch, length, n, head_dim).transpose(1, 2)  # [B, n, T, d]
 
     q = heads(linear("q_proj", x), n_heads)
+    if scale == "width":
+        q, scale = q * (head_dim / width) ** 0.5, "sqrt"
     k, v = heads(linear("k_proj", x), n_kv_heads), heads(linear("v_proj", x), n_kv_heads)
     y = _grouped_variant(q, k, v, True, pairing=pairing, scale=scale, mask=mask)  # [B, H, T, d]
     y = y.transpose(1, 2).reshape(batch, length, width)
@@ -237,6 +250,7 @@ def _module_variant(x, state, n_heads, n_kv_heads, pairing="block", scale="sqrt"
 MODULE_MISTAKES = {
     MODULO: {"pairing": "modulo"},
     NO_SCALE: {"scale": "none"},
+    SCALE_WIDTH: {"scale": "width"},
     FUTURE_LEAK: {"mask": None},
     NO_OUTPUT_PROJ: {"project": False},
 }
