@@ -264,7 +264,7 @@ def check_attention_layer(cls, thorough: bool, seed: int, multi_query: bool) -> 
 
     generator = torch.Generator().manual_seed(seed)
     n_cases = 0
-    for d_model, n_heads, n_kv, bias in _module_cases(thorough, [1] if multi_query else None):
+    for index, (d_model, n_heads, n_kv, bias) in enumerate(_module_cases(thorough, [1] if multi_query else None)):
         head_dim = d_model // n_heads
         hf_layer = random_llama_attention_layer(d_model, n_heads, n_kv, bias, generator, scale=d_model**-0.5)
         name = f"{cls.__name__}({d_model}, {n_heads}{'' if multi_query else f', {n_kv}'}, bias={bias})"
@@ -274,18 +274,19 @@ def check_attention_layer(cls, thorough: bool, seed: int, multi_query: bool) -> 
         x64 = torch.randn(2, 7, d_model, generator=generator, dtype=torch.float64)
         with torch.no_grad():
             expected64 = llama_attention_layer_output(hf_layer, x64)
-        for device in devices(thorough):
-            for dtype in dtypes(thorough):
-                module = _build(cls, d_model, n_heads, n_kv, bias, multi_query)
-                call(module.load_state_dict, state, what=f"{name}.load_state_dict(Llama's weights)")
-                module = module.to(device=device, dtype=dtype).eval()
-                x, expected = x64.to(device=device, dtype=dtype), expected64.to(device=device, dtype=dtype)
-                case = f"{name} on x{tuple(x.shape)}, Llama's weights [{dtype}, {device}]"
-                with torch.no_grad():
-                    output = call(module, x, what=case)
-                expect_close(output, expected, case,
-                             lambda: {m: _module_variant(x64, state, n_heads, n_kv, **kw) for m, kw in MODULE_MISTAKES.items()})
-                n_cases += 1 + _check_cached(module, x, expected, name, n_kv, head_dim, dtype, device)
+        runs = [(device, dtype) for device in devices(thorough) for dtype in dtypes(thorough)]
+        runs += _visible_extras(thorough) if index == 0 else []  # half precision, GPU: the first layer only
+        for device, dtype in runs:
+            module = _build(cls, d_model, n_heads, n_kv, bias, multi_query)
+            call(module.load_state_dict, state, what=f"{name}.load_state_dict(Llama's weights)")
+            module = module.to(device=device, dtype=dtype).eval()
+            x, expected = x64.to(device=device, dtype=dtype), expected64.to(device=device, dtype=dtype)
+            case = f"{name} on x{tuple(x.shape)}, Llama's weights [{dtype}, {device}]"
+            with torch.no_grad():
+                output = call(module, x, what=case)
+            expect_close(output, expected, case,
+                         lambda: {m: _module_variant(x64, state, n_heads, n_kv, **kw) for m, kw in MODULE_MISTAKES.items()})
+            n_cases += 1 + _check_cached(module, x, expected, name, n_kv, head_dim, dtype, device)
     return n_cases
 
 
