@@ -280,6 +280,22 @@ def w_lookahead(q, k, causal=True):
     return scores.softmax(-1)
 
 
+def w_filled_allowed(q, k, causal=True):
+    """masked_fill with the allowed positions (a tril mask used as if True meant 'hide')."""
+    scores = scores_of(q, k)
+    if causal:
+        scores = scores.masked_fill(allowed_bottom_right(q, k), float("-inf"))
+    return scores.softmax(-1)
+
+
+def w_masked_fill_not_assigned(q, k, causal=True):
+    """scores.masked_fill(...) whose result is thrown away: no mask at all."""
+    scores = scores_of(q, k)
+    if causal:
+        scores.masked_fill(~allowed_bottom_right(q, k), float("-inf"))
+    return scores.softmax(-1)
+
+
 def w_fill_minus_1e9(q, k, causal=True):
     """The Annotated Transformer's masked_fill(mask == 0, -1e9): fine in float32, an overflow in float16."""
     scores = scores_of(q, k)
@@ -387,6 +403,8 @@ WEIGHT_MISTAKES = [
     ("strict mask", w_strict, "mask off by one"),
     ("one key into the future", w_lookahead, "mask off by one the other way"),
     ("fill -1e9 overflows float16", w_fill_minus_1e9, "does not fit in float16"),
+    ("mask filled where allowed", w_filled_allowed, "the mask is used the wrong way round"),
+    ("masked_fill result not assigned", w_masked_fill_not_assigned, "masked_fill returns a new tensor"),
     ("mask after softmax", w_mask_after_softmax, "the mask was applied after the softmax"),
     ("masked with 0", w_masked_with_zero, "masked scores were set to 0 instead of -inf"),
     ("causal flag ignored", w_causal_flag_ignored, "causal=False must give full attention"),

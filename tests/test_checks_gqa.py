@@ -232,3 +232,43 @@ def test_visible_checks_run_half_precision_too():
 
     message = fails_naming("values differ", checks.check_gqa_attention, wrong_only_in_half)
     assert "torch.float16" in message
+
+
+class SlicedSquareMask(ref.GroupedQueryAttention):
+    """LLMs-from-scratch's mask[:num_tokens, :num_tokens] kept with a cache: a T_new x T_new mask."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_buffer("mask", torch.ones(64, 64).triu(diagonal=1), persistent=False)
+
+    def forward(self, x, cache=None):
+        batch, length, _ = x.shape
+        q = self._heads(self.q_proj(x), self.n_heads)
+        k, v = self._heads(self.k_proj(x), self.n_kv_heads), self._heads(self.v_proj(x), self.n_kv_heads)
+        if cache is not None:
+            k, v = cache.update(k, v)
+        k, v = ref.repeat_kv(k, self.n_heads // self.n_kv_heads), ref.repeat_kv(v, self.n_heads // self.n_kv_heads)
+        scores = (q @ k.transpose(-2, -1)).masked_fill(self.mask.bool()[:length, :length], float("-inf"))
+        y = torch.softmax(scores / self.head_dim**0.5, dim=-1) @ v
+        return self.o_proj(y.transpose(1, 2).reshape(batch, length, -1))
+
+
+class TopLeftWithCache(ref.GroupedQueryAttention):
+    """nanoGPT's bias[:, :, :T, :T] adapted to a cache as bias[:Tq, :Tk]: top-left aligned."""
+
+    def forward(self, x, cache=None):
+        batch, length, _ = x.shape
+        q = self._heads(self.q_proj(x), self.n_heads)
+        k, v = self._heads(self.k_proj(x), self.n_kv_heads), self._heads(self.v_proj(x), self.n_kv_heads)
+        if cache is not None:
+            k, v = cache.update(k, v)
+        k, v = ref.repeat_kv(k, self.n_heads // self.n_kv_heads), ref.repeat_kv(v, self.n_heads // self.n_kv_heads)
+        allowed = torch.ones(64, 64, dtype=torch.bool, device=x.device).tril()[:length, : k.shape[-2]]
+        scores = (q @ k.transpose(-2, -1) / self.head_dim**0.5).masked_fill(~allowed, float("-inf"))
+        y = torch.softmax(scores, dim=-1) @ v
+        return self.o_proj(y.transpose(1, 2).reshape(batch, length, -1))
+
+
+def test_masks_sliced_for_tq_equal_tk_are_named_with_a_cache():
+    fails_naming("T_new x T_cached, bottom-right aligned", checks.check_grouped_query_attention, SlicedSquareMask)
+    fails_naming("aligned top-left", checks.check_grouped_query_attention, TopLeftWithCache)

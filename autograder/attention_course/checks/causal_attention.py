@@ -8,7 +8,10 @@ import torch
 from attention_course.checks.diagnosis import call, devices, dtypes, expect_close, expect_value_error, passed
 from attention_course.kernels import causal as ref
 
-FUTURE_LEAK = "no causal mask: queries attend to future keys (future tokens leak into the past)"
+FUTURE_LEAK = (
+    "no causal mask: queries attend to future keys (future tokens leak into the past). Note that masked_fill returns a "
+    "new tensor: scores.masked_fill(...) without assigning its result changes nothing (masked_fill_ works in place)"
+)
 TOP_LEFT = (
     "the causal mask is aligned top-left (query i sees keys 0..i). The queries are the *last* Tq of "
     "the Tk positions, so query i may attend key j iff j <= i + (Tk - Tq) (bottom-right alignment)"
@@ -32,6 +35,10 @@ HALF_OVERFLOW = (
 WRONG_AXIS = "softmax over the wrong axis: normalize over the keys (dim=-1), so each query's row sums to 1"
 MASK_ZERO = "masked scores were set to 0 instead of -inf: exp(0) = 1 still gives future keys weight"
 MASK_AFTER = "the mask was applied after the softmax: rows no longer sum to 1; fill masked scores with -inf before it"
+FILLED_ALLOWED = (
+    "the mask is used the wrong way round: masked_fill fills where its mask is True, so fill the *future* keys "
+    "(~causal_mask(...)), not the ones a query may attend (rows left with only -inf give NaN)"
+)
 CAUSAL_IGNORED = "causal=False must give full attention over every key, but the output is masked"
 
 
@@ -55,6 +62,7 @@ def _mask_variant(n_queries: int, n_keys: int, kind: str) -> torch.Tensor:
         "top_left": j <= i,
         "strict": j < i + (n_keys - n_queries),
         "lookahead": j <= i + (n_keys - n_queries) + 1,
+        "future_only": j > i + (n_keys - n_queries),
         "transposed": j >= i + (n_keys - n_queries),
     }[kind]
 
@@ -89,6 +97,7 @@ def _weights_mistakes(q, k, causal):
                 TOP_LEFT: _weights_variant(q, k, causal, mask="top_left"),
                 STRICT: _weights_variant(q, k, causal, mask="strict"),
                 LOOKAHEAD: _weights_variant(q, k, causal, mask="lookahead"),
+                FILLED_ALLOWED: _weights_variant(q, k, causal, mask="future_only"),
                 MASK_ZERO: _weights_variant(q, k, causal, fill=0.0),
                 MASK_AFTER: _weights_variant(q, k, causal, after=True),
             }

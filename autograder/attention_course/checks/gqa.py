@@ -34,6 +34,11 @@ COPY = (
     "copy the keys. Fold the query heads into the rows of one product against the shared key head: "
     "q.reshape(B, G, (H/G) * Tq, d) @ k.transpose(-2, -1)"
 )
+CHUNK_MASK = (
+    "with a cache, the mask of the new queries is T_new x T_cached, bottom-right aligned: causal_mask(T_new, T_cached). "
+    "A T_new x T_new mask (as in code that slices a stored mask[:T, :T], like nanoGPT's bias or LLMs-from-scratch's "
+    "mask[:num_tokens, :num_tokens]) only works for one token at a time"
+)
 NEW_ONLY = "with a cache, the new queries must attend over everything cached (what cache.update returns), not only the new keys"
 NOT_UPDATED = "the new keys and values were not appended to the cache: call cache.update(k, v) in forward when a cache is given"
 NO_OUTPUT_PROJ = "the output projection o_proj was not applied"
@@ -290,6 +295,20 @@ def check_attention_layer(cls, thorough: bool, seed: int, multi_query: bool) -> 
     return n_cases
 
 
+def _top_left_chunk(module, x, start, end, n_kv, head_dim):
+    """The layer's output for x[:, start:end] after x[:, :start] was cached, with a top-left mask (query i of the chunk
+    sees keys 0..i), computed with the module's own projections."""
+    batch = x.shape[0]
+
+    def heads(t, n):
+        return t.view(batch, -1, n, head_dim).transpose(1, 2)  # [B, n, T, d]
+
+    q = heads(module.q_proj(x[:, start:end]), module.n_heads)
+    k, v = heads(module.k_proj(x[:, :end]), n_kv), heads(module.v_proj(x[:, :end]), n_kv)
+    y = _grouped_variant(q, k, v, True, mask="top_left").to(x.dtype)  # [B, H, T_new, d]
+    return module.o_proj(y.transpose(1, 2).reshape(batch, end - start, -1))
+
+
 def _check_cached(module, x, expected, name, n_kv, head_dim, dtype, device) -> int:
     """Prefill 3 tokens, a chunk of 2, then single tokens: the outputs equal the whole-sequence pass."""
     __tracebackhide__ = True
@@ -300,13 +319,21 @@ def _check_cached(module, x, expected, name, n_kv, head_dim, dtype, device) -> i
         end = start + n_new
         case = f"{name}(x[:, {start}:{end}], cache) after {start} cached [{dtype}, {device}]"
         with torch.no_grad():
-            output = call(module, x[:, start:end], cache=cache, what=case)
+            try:
+                output = call(module, x[:, start:end], cache=cache, what=case)
+            except AssertionError as error:
+                if start and n_new > 1 and "must match the size of tensor" in str(error):
+                    raise AssertionError(f"{error}. Hint: {CHUNK_MASK}") from error
+                raise
         if isinstance(output, torch.Tensor) and output.shape == expected[:, start:end].shape and len(cache) != end:
             raise AssertionError(f"{case}: {NOT_UPDATED} (the cache holds {len(cache)} positions, expected {end})")
 
         def mistakes(start=start, end=end):
             alone = module.__class__.forward(module, x[:, start:end])  # the new tokens attending only to themselves
-            return {NEW_ONLY: alone} if start else {}
+            found = {NEW_ONLY: alone} if start else {}
+            if start and end - start > 1:  # a chunk of new tokens: where a top-left mask differs
+                found[TOP_LEFT] = _top_left_chunk(module, x, start, end, n_kv, head_dim)
+            return found
 
         expect_close(output, expected[:, start:end], case, mistakes)
         start = end
