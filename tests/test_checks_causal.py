@@ -655,3 +655,36 @@ def test_expect_tensor_names_a_wrong_device():
 )
 def test_wrong_device_is_named(name, fn):
     expect_failure(name, fn, "but the inputs are on cuda", thorough=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Quiz Q3's key is the concept; the lesson's computation agrees with it
+# ----------------------------------------------------------------------------------------------
+
+
+def test_q3_key_is_the_concept_and_gpt2_agrees():
+    """The hidden test of Q3 states the key ("B": old rows unchanged) instead of computing it from a float
+    comparison; here the lesson's own computation (notebooks/01, section 1) is run on the local GPT-2: in every
+    layer the old rows equal the earlier ones up to rounding (rtol=0, atol=1e-5) and the new columns are exactly 0."""
+    import nbformat
+
+    from attention_course.models import local_gpt2
+    from course_copy import ROOT
+
+    source = nbformat.read(ROOT / "source" / "01_causal_attention" / "causal_attention.ipynb", as_version=4)
+    (cell,) = [c for c in source.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "test_q3"]
+    assert 'check_choice("q3_appended_token", q3_appended_token, "ABCD", "B", {' in cell.source
+    assert "local_gpt2" not in cell.source and "allclose" not in cell.source  # no float comparison decides the key
+
+    gpt2 = local_gpt2(device="cpu")
+
+    def maps(text):
+        ids = gpt2.tokenizer(text, return_tensors="pt").input_ids
+        with torch.no_grad():
+            return ids.shape[1], gpt2.model(ids, output_attentions=True).attentions
+
+    n_old, before = maps("Hope is a waking dream")
+    _, after = maps("Hope is a waking dream and")
+    for old, new in zip(before, after, strict=True):
+        torch.testing.assert_close(new[:, :, :n_old, :n_old], old, rtol=0, atol=1e-5)
+        assert (new[:, :, :n_old, n_old:] == 0).all()
