@@ -42,11 +42,16 @@ def test_benchmark_prints_one_row_per_context_and_g_with_exact_cache_ratios(caps
         mha_bytes.setdefault(context, nbytes)
         assert mha_bytes[context] == nbytes * (n_heads // g) and ratio == f"{n_heads / g:.2f}"  # MHA / GQA = H / G exactly
         times = re.findall(r"\|\s+([\d.]+)\s+([\d.]+)x", per_path)
-        assert len(times) == len(PATHS) and all(float(ms) > 0 and float(r) > 0 for ms, r in times)
+        # a ratio may print as 0.00x when a shared machine stalls one tiny sample: the structure is what is checked
+        assert len(times) == len(PATHS) and all(float(ms) > 0 and float(r) >= 0 for ms, r in times)
         if name == "MHA":
             assert all(r == "1.00" for _, r in times)
     assert re.search(r"MQA: cache 8x smaller than MHA's; MHA's time / this: grouped [\d.]+x", out)
     assert re.search(r"peak memory a MQA step allocates .*repeat_kv [\d.]+", out)
+    # bytes moved per step, MHA's over this one's: for grouped, exactly the model's ratio
+    from attention_course.decode_attention import step_traffic, traffic_bytes
+    grouped = {g: traffic_bytes(step_traffic(batch, n_heads, g, head_dim, 48, torch.float32)) for g in (8, 1)}
+    assert re.search(rf"MQA: grouped {grouped[1] / 2**20:.2f} MiB \({grouped[8] / grouped[1]:.2f}x\)", out)
 
 
 def test_unknown_paths_and_uneven_groups_are_refused():
