@@ -270,5 +270,13 @@ class TopLeftWithCache(ref.GroupedQueryAttention):
 
 
 def test_masks_sliced_for_tq_equal_tk_are_named_with_a_cache():
-    fails_naming("T_new x T_cached, bottom-right aligned", checks.check_grouped_query_attention, SlicedSquareMask)
+    fails_naming("is Tq x Tk, bottom-right aligned", checks.check_grouped_query_attention, SlicedSquareMask)
+
+    def square_mask(q, k, v, causal=True):  # a Tq x Tq mask against Tk keys
+        scores = q @ ref.repeat_kv(k, q.shape[1] // k.shape[1]).transpose(-2, -1) / q.shape[-1] ** 0.5
+        if causal:
+            scores = scores.masked_fill(~torch.ones(q.shape[-2], q.shape[-2], dtype=torch.bool).tril(), float("-inf"))
+        return torch.softmax(scores, dim=-1) @ ref.repeat_kv(v, q.shape[1] // k.shape[1])
+
+    fails_naming("is Tq x Tk, bottom-right aligned", mqa_checks.check_mqa_attention, square_mask)
     fails_naming("aligned top-left", checks.check_grouped_query_attention, TopLeftWithCache)

@@ -35,7 +35,7 @@ COPY = (
     "q.reshape(B, G, (H/G) * Tq, d) @ k.transpose(-2, -1)"
 )
 CHUNK_MASK = (
-    "with a cache, the mask of the new queries is T_new x T_cached, bottom-right aligned: causal_mask(T_new, T_cached). "
+    "the mask of Tq new queries against Tk keys (all cached) is Tq x Tk, bottom-right aligned: causal_mask(Tq, Tk). "
     "A T_new x T_new mask (as in code that slices a stored mask[:T, :T], like nanoGPT's bias or LLMs-from-scratch's "
     "mask[:num_tokens, :num_tokens]) only works for one token at a time"
 )
@@ -114,7 +114,12 @@ def check_grouped_attention(fn, name: str, thorough: bool, seed: int, kv_heads: 
         q, k, v = (t.to(device=device, dtype=dtype) for t in (q, k, v))
         for causal in (True, False):
             case = f"{name}(q{tuple(q.shape)}, k{tuple(k.shape)}, v{tuple(v.shape)}, causal={causal}) [{dtype}, {device}]"
-            output = call(fn, q, k, v, causal=causal, what=case)
+            try:
+                output = call(fn, q, k, v, causal=causal, what=case)
+            except AssertionError as error:
+                if causal and n_queries < n_keys and "must match the size of tensor" in str(error):
+                    raise AssertionError(f"{error}. Hint: {CHUNK_MASK}") from error
+                raise
             expected = _grouped_variant(q, k, v, causal)
             if thorough and n_queries == n_keys:  # PyTorch's own grouped kernel must agree with the float64 reference
                 sdpa = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double(),
