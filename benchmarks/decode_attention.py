@@ -20,8 +20,8 @@ import time
 
 import torch
 
-from attention_course.decode_attention import (PATHS, decode_inputs, decode_step, format_table, measure_decode_attention,
-                                               ratios_to_mha, variant)
+from attention_course.decode_attention import (MODELLED_PATHS, PATHS, decode_inputs, decode_step, format_table,
+                                               measure_decode_attention, ratios_to_mha, variant)
 from attention_course.memory import peak_memory
 from attention_course.runtime import default_device
 
@@ -84,6 +84,15 @@ def main(argv=None) -> None:
             line += "; time / grouped's: " + ", ".join(
                 f"{path} {by_key[longest, g, path].seconds / grouped:.2f}x" for path in args.paths if path != "grouped")
         print(line)
+    modelled = [path for path in args.paths if path in MODELLED_PATHS]
+    if modelled:
+        mha_bytes = {path: by_key[longest, n_heads, path].step_bytes for path in modelled}
+        print("  bytes each step moves (decode_attention.step_traffic: cache, copies, scores, probabilities, q, output) "
+              "and MHA's bytes over them, the most a memory-bound step can gain:")
+        for g in kv_heads:
+            print(f"  {variant(n_heads, g):>7}: " + ", ".join(
+                f"{path} {by_key[longest, g, path].step_bytes / 2**20:.2f} MiB ({mha_bytes[path] / by_key[longest, g, path].step_bytes:.2f}x)"
+                for path in modelled))
     q, k, v = decode_inputs(args.batch, n_heads, kv_heads[-1], longest, args.head_dim, dtype, device)
     peaks = ", ".join(f"{path} {peak_memory(decode_step(path), q, k, v, device=device) / 2**20:.1f}" for path in args.paths)
     print(f"  peak memory a {variant(n_heads, kv_heads[-1])} step allocates (MiB; its cache holds "

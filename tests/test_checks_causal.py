@@ -185,7 +185,9 @@ def test_correct_solutions_pass(case, thorough, capsys):
 
 def test_passed_line_names_the_check(capsys):
     checks.check_attention(ref.attention)
-    assert capsys.readouterr().out.strip() == "✓ attention: 6 cases passed"
+    # 4 float32 shapes, one float16 and one bfloat16 case (and one on the GPU where there is one), causal and not
+    expected = 2 * (4 + 2 + torch.cuda.is_available())
+    assert capsys.readouterr().out.strip() == f"✓ attention: {expected} cases passed"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -268,6 +270,48 @@ def w_large_negative_not_exact_zero(q, k, causal=True):
     return scores.softmax(-1)
 
 
+def w_lookahead(q, k, causal=True):
+    """tril with one diagonal too many: each query also sees the next key."""
+    scores = scores_of(q, k)
+    if causal:
+        n_queries, n_keys = q.shape[-2], k.shape[-2]
+        allowed = torch.ones(n_queries, n_keys, dtype=torch.bool, device=q.device).tril(diagonal=n_keys - n_queries + 1)
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    return scores.softmax(-1)
+
+
+def w_filled_allowed(q, k, causal=True):
+    """masked_fill with the allowed positions (a tril mask used as if True meant 'hide')."""
+    scores = scores_of(q, k)
+    if causal:
+        scores = scores.masked_fill(allowed_bottom_right(q, k), float("-inf"))
+    return scores.softmax(-1)
+
+
+def w_masked_fill_not_assigned(q, k, causal=True):
+    """scores.masked_fill(...) whose result is thrown away: no mask at all."""
+    scores = scores_of(q, k)
+    if causal:
+        scores.masked_fill(~allowed_bottom_right(q, k), float("-inf"))
+    return scores.softmax(-1)
+
+
+def w_fill_minus_1e9(q, k, causal=True):
+    """The Annotated Transformer's masked_fill(mask == 0, -1e9): fine in float32, an overflow in float16."""
+    scores = scores_of(q, k)
+    if causal:
+        scores = scores.masked_fill(~allowed_bottom_right(q, k), -1e9)
+    return scores.softmax(-1)
+
+
+def a_scaled_by_value_size(q, k, v, causal=True):
+    """Hugging Face GPT-2's _attn: attn_weights / value.size(-1) ** 0.5, right only when dv == dk."""
+    scores = q @ k.transpose(-2, -1) / v.size(-1) ** 0.5
+    if causal:
+        scores = scores.masked_fill(~allowed_bottom_right(q, k), float("-inf"))
+    return scores.softmax(-1) @ v
+
+
 def w_float64_output(q, k, causal=True):
     return ref.attention_weights(q.double(), k.double(), causal)
 
@@ -324,6 +368,13 @@ def m_transposed(n_queries, n_keys, device=None):
     return j >= i + (n_keys - n_queries)
 
 
+def m_lookahead(n_queries, n_keys, device=None):
+    """The future marked with triu(diagonal=Tk - Tq + 2) instead of + 1: one key too many allowed."""
+    if n_queries > n_keys:
+        raise ValueError("more queries than keys")
+    return ~torch.ones(n_queries, n_keys, dtype=torch.bool, device=device).triu(diagonal=n_keys - n_queries + 2)
+
+
 def m_float(n_queries, n_keys, device=None):
     return ref.causal_mask(n_queries, n_keys, device).float()
 
@@ -337,6 +388,7 @@ MASK_MISTAKES = [
     ("strict", m_strict, "mask off by one"),
     ("inverted", m_inverted, "the mask is inverted"),
     ("transposed", m_transposed, "the mask is transposed"),
+    ("one key into the future", m_lookahead, "mask off by one the other way"),
     ("float mask", m_float, "return a bool tensor"),
     ("no ValueError", m_no_value_error, "should raise ValueError for more queries than keys, but returned normally"),
     ("not implemented", not_implemented, "not implemented yet"),
@@ -349,6 +401,10 @@ WEIGHT_MISTAKES = [
     ("top-left mask", w_top_left, "aligned top-left"),
     ("no mask", w_no_mask, "future tokens leak"),
     ("strict mask", w_strict, "mask off by one"),
+    ("one key into the future", w_lookahead, "mask off by one the other way"),
+    ("fill -1e9 overflows float16", w_fill_minus_1e9, "does not fit in float16"),
+    ("mask filled where allowed", w_filled_allowed, "the mask is used the wrong way round"),
+    ("masked_fill result not assigned", w_masked_fill_not_assigned, "masked_fill returns a new tensor"),
     ("mask after softmax", w_mask_after_softmax, "the mask was applied after the softmax"),
     ("masked with 0", w_masked_with_zero, "masked scores were set to 0 instead of -inf"),
     ("causal flag ignored", w_causal_flag_ignored, "causal=False must give full attention"),
@@ -364,6 +420,9 @@ ATTENTION_MISTAKES = [
     ("top-left mask", with_values(w_top_left), "aligned top-left"),
     ("no mask", with_values(w_no_mask), "future tokens leak"),
     ("strict mask", with_values(w_strict), "mask off by one"),
+    ("one key into the future", with_values(w_lookahead), "mask off by one the other way"),
+    ("fill -1e9 overflows float16", with_values(w_fill_minus_1e9), "does not fit in float16"),
+    ("scaled by sqrt(dv) (HF GPT-2's _attn)", a_scaled_by_value_size, "scaled by the size of v's heads"),
     ("mask after softmax", with_values(w_mask_after_softmax), "the mask was applied after the softmax"),
     ("masked with 0", with_values(w_masked_with_zero), "masked scores were set to 0 instead of -inf"),
     ("causal flag ignored", with_values(w_causal_flag_ignored), "causal=False must give full attention"),
@@ -398,10 +457,19 @@ def test_attention_mistakes_are_named(fn, substring):
     expect_failure("attention", fn, substring)
 
 
-def test_attention_weights_thorough_wants_a_value_error():
+@pytest.mark.parametrize("thorough", [False, True], ids=["quick", "thorough"])
+def test_attention_weights_wants_a_value_error_visible_and_hidden(thorough):
     expect_failure(
-        "attention_weights", w_no_value_error, "should raise ValueError for more queries than keys", thorough=True
+        "attention_weights", w_no_value_error, "should raise ValueError for more queries than keys", thorough=thorough
     )
+
+
+def test_scale_by_value_size_is_told_apart_only_because_dv_differs():
+    """The check's inputs have dv != dk; with dv == dk the same code is right (GPT-2's case)."""
+    q, k, v = torch.randn(2, 5, 8), torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    torch.testing.assert_close(a_scaled_by_value_size(q, k, v), ref.attention(q, k, v))
+    message = expect_failure("attention", a_scaled_by_value_size, "scaled by the size of v's heads")
+    assert "value.size(-1) ** 0.5" in message
 
 
 def test_failure_message_names_the_case():
@@ -420,11 +488,8 @@ def test_mistakes_in_low_precision_are_named_too(thorough):
             return w_no_scale(q, k, causal)
         return ref.attention_weights(q, k, causal)
 
-    if thorough:
-        message = expect_failure("attention_weights", wrong_only_in_half, "the scores were not scaled", thorough=True)
-        assert "torch.float16" in message
-    else:
-        run_check("attention_weights", wrong_only_in_half)  # quick checks run float32 only
+    message = expect_failure("attention_weights", wrong_only_in_half, "the scores were not scaled", thorough=thorough)
+    assert "torch.float16" in message  # visible checks run one float16 and one bfloat16 case too
 
 
 # ----------------------------------------------------------------------------------------------
@@ -590,3 +655,36 @@ def test_expect_tensor_names_a_wrong_device():
 )
 def test_wrong_device_is_named(name, fn):
     expect_failure(name, fn, "but the inputs are on cuda", thorough=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Quiz Q3's key is the concept; the lesson's computation agrees with it
+# ----------------------------------------------------------------------------------------------
+
+
+def test_q3_key_is_the_concept_and_gpt2_agrees():
+    """The hidden test of Q3 states the key ("B": old rows unchanged) instead of computing it from a float
+    comparison; here the lesson's own computation (notebooks/01, section 1) is run on the local GPT-2: in every
+    layer the old rows equal the earlier ones up to rounding (rtol=0, atol=1e-5) and the new columns are exactly 0."""
+    import nbformat
+
+    from attention_course.models import local_gpt2
+    from course_copy import ROOT
+
+    source = nbformat.read(ROOT / "source" / "01_causal_attention" / "causal_attention.ipynb", as_version=4)
+    (cell,) = [c for c in source.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "test_q3"]
+    assert 'check_choice("q3_appended_token", q3_appended_token, "ABCD", "B", {' in cell.source
+    assert "local_gpt2" not in cell.source and "allclose" not in cell.source  # no float comparison decides the key
+
+    gpt2 = local_gpt2(device="cpu")
+
+    def maps(text):
+        ids = gpt2.tokenizer(text, return_tensors="pt").input_ids
+        with torch.no_grad():
+            return ids.shape[1], gpt2.model(ids, output_attentions=True).attentions
+
+    n_old, before = maps("Hope is a waking dream")
+    _, after = maps("Hope is a waking dream and")
+    for old, new in zip(before, after, strict=True):
+        torch.testing.assert_close(new[:, :, :n_old, :n_old], old, rtol=0, atol=1e-5)
+        assert (new[:, :, :n_old, n_old:] == 0).all()

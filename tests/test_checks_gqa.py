@@ -31,6 +31,7 @@ def fails_naming(phrase, check, fn, **kwargs):
     with pytest.raises(AssertionError) as error:
         check(fn, **kwargs)
     assert phrase in str(error.value), str(error.value)
+    return str(error.value)
 
 
 def test_repeat_instead_of_repeat_interleave():
@@ -177,3 +178,105 @@ def in_place(mha, n_kv_heads):
                                             (in_place, "was changed")])
 def test_conversion_mistakes(convert, phrase):
     fails_naming(phrase, checks.check_mha_to_gqa, convert)
+
+
+class WithMaskBuffer(ref.GroupedQueryAttention):
+    """A causal mask kept as a persistent buffer, as nanoGPT's CausalSelfAttention keeps `bias`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_buffer("mask", torch.ones(64, 64, dtype=torch.bool).tril())
+
+
+class MQAWithMaskBuffer(mqa_ref.MultiQueryAttention):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_buffer("causal_bias", torch.ones(64, 64).tril())
+
+
+class WithNonPersistentBuffer(ref.GroupedQueryAttention):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_buffer("mask", torch.ones(64, 64, dtype=torch.bool).tril(), persistent=False)
+
+
+def test_an_extra_persistent_buffer_is_named_and_a_non_persistent_one_passes(capsys):
+    message = fails_naming("`mask` is a persistent buffer", checks.check_grouped_query_attention, WithMaskBuffer)
+    assert "persistent=False" in message
+    fails_naming("`causal_bias` is a persistent buffer", mqa_checks.check_multi_query_attention, MQAWithMaskBuffer)
+    checks.check_grouped_query_attention(WithNonPersistentBuffer)
+    assert "✓" in capsys.readouterr().out
+
+
+class ScaledByModelWidth(ref.GroupedQueryAttention):
+    """Scores divided by sqrt(d_model): nanoGPT-style code with C (the model width) where it means the head size."""
+
+    def forward(self, x, cache=None):
+        batch, length, width = x.shape
+        q = self._heads(self.q_proj(x), self.n_heads) * math.sqrt(self.head_dim / width)  # ref divides by sqrt(d) again
+        k, v = self._heads(self.k_proj(x), self.n_kv_heads), self._heads(self.v_proj(x), self.n_kv_heads)
+        if cache is not None:
+            k, v = cache.update(k, v)
+        y = ref.gqa_attention(q, k, v)
+        return self.o_proj(y.transpose(1, 2).reshape(batch, length, -1))
+
+
+def test_scores_scaled_by_model_width_are_named():
+    fails_naming("divided by sqrt(d_model)", checks.check_grouped_query_attention, ScaledByModelWidth)
+
+
+def test_visible_checks_run_half_precision_too():
+    def wrong_only_in_half(q, k, v, causal=True):
+        y = ref.gqa_attention(q, k, v, causal)
+        return y * 1.5 if q.dtype in (torch.float16, torch.bfloat16) else y
+
+    message = fails_naming("values differ", checks.check_gqa_attention, wrong_only_in_half)
+    assert "torch.float16" in message
+
+
+class SlicedSquareMask(ref.GroupedQueryAttention):
+    """LLMs-from-scratch's mask[:num_tokens, :num_tokens] kept with a cache: a T_new x T_new mask."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_buffer("mask", torch.ones(64, 64).triu(diagonal=1), persistent=False)
+
+    def forward(self, x, cache=None):
+        batch, length, _ = x.shape
+        q = self._heads(self.q_proj(x), self.n_heads)
+        k, v = self._heads(self.k_proj(x), self.n_kv_heads), self._heads(self.v_proj(x), self.n_kv_heads)
+        if cache is not None:
+            k, v = cache.update(k, v)
+        k, v = ref.repeat_kv(k, self.n_heads // self.n_kv_heads), ref.repeat_kv(v, self.n_heads // self.n_kv_heads)
+        scores = (q @ k.transpose(-2, -1)).masked_fill(self.mask.bool()[:length, :length], float("-inf"))
+        y = torch.softmax(scores / self.head_dim**0.5, dim=-1) @ v
+        return self.o_proj(y.transpose(1, 2).reshape(batch, length, -1))
+
+
+class TopLeftWithCache(ref.GroupedQueryAttention):
+    """nanoGPT's bias[:, :, :T, :T] adapted to a cache as bias[:Tq, :Tk]: top-left aligned."""
+
+    def forward(self, x, cache=None):
+        batch, length, _ = x.shape
+        q = self._heads(self.q_proj(x), self.n_heads)
+        k, v = self._heads(self.k_proj(x), self.n_kv_heads), self._heads(self.v_proj(x), self.n_kv_heads)
+        if cache is not None:
+            k, v = cache.update(k, v)
+        k, v = ref.repeat_kv(k, self.n_heads // self.n_kv_heads), ref.repeat_kv(v, self.n_heads // self.n_kv_heads)
+        allowed = torch.ones(64, 64, dtype=torch.bool, device=x.device).tril()[:length, : k.shape[-2]]
+        scores = (q @ k.transpose(-2, -1) / self.head_dim**0.5).masked_fill(~allowed, float("-inf"))
+        y = torch.softmax(scores, dim=-1) @ v
+        return self.o_proj(y.transpose(1, 2).reshape(batch, length, -1))
+
+
+def test_masks_sliced_for_tq_equal_tk_are_named_with_a_cache():
+    fails_naming("is Tq x Tk, bottom-right aligned", checks.check_grouped_query_attention, SlicedSquareMask)
+
+    def square_mask(q, k, v, causal=True):  # a Tq x Tq mask against Tk keys
+        scores = q @ ref.repeat_kv(k, q.shape[1] // k.shape[1]).transpose(-2, -1) / q.shape[-1] ** 0.5
+        if causal:
+            scores = scores.masked_fill(~torch.ones(q.shape[-2], q.shape[-2], dtype=torch.bool).tril(), float("-inf"))
+        return torch.softmax(scores, dim=-1) @ ref.repeat_kv(v, q.shape[1] // k.shape[1])
+
+    fails_naming("is Tq x Tk, bottom-right aligned", mqa_checks.check_mqa_attention, square_mask)
+    fails_naming("aligned top-left", checks.check_grouped_query_attention, TopLeftWithCache)

@@ -1,5 +1,5 @@
 """One decode step of attention (one new query per head against a cache of T positions) for MHA,
-GQA and MQA: its time, the bytes it reads, and the memory each way of computing it allocates.
+GQA and MQA: its time, the bytes it moves, and the memory each way of computing it allocates.
 
 Shared by lesson 03 (MHA vs MQA against context), lesson 04 (repeat_kv vs no-copy, peak memory)
 and ``benchmarks/decode_attention.py`` (all variants side by side).
@@ -14,6 +14,15 @@ the next one. A sample is the mean time of enough calls to last ``min_seconds``;
 the samples of all configurations are taken in turns (round robin), so that a slower moment of a
 shared machine falls on all of them alike, and each point is the median of ``repeats`` samples.
 The clock is ``time.perf_counter`` read after ``timing.synchronize`` (the GPU is waited for).
+
+Bytes moved (``step_traffic``): what each operation of a path reads from and writes to memory. The
+cache is not all of it. The course's unfused kernels write the H x T scores, read them back to scale
+them, write the probabilities and read them again for the product with v, whatever G: with H = 32,
+d = 128 in float16 that is more bytes than MQA's whole cache, and it bounds how much faster MQA's step
+can be. A fused kernel (``sdpa``; FlashAttention, FlashDecoding) keeps scores and probabilities in
+on-chip memory and moves only q, k, v and the output. ``measure_traffic`` counts the same thing on the
+operations PyTorch really runs (read: every input tensor, written: every new output), so the model
+can be checked against them.
 """
 
 import math
@@ -24,6 +33,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from attention_course.kernels.causal import attention
 from attention_course.kernels.gqa import gqa_attention, repeat_kv
@@ -50,6 +60,112 @@ def variant(n_heads: int, n_kv_heads: int) -> str:
 def layer_cache_bytes(batch: int, n_kv_heads: int, head_dim: int, context: int, dtype: torch.dtype) -> int:
     """Bytes of one layer's keys and values at ``context`` positions: what a decode step reads."""
     return kv_cache_bytes(batch, 1, n_kv_heads, head_dim, context, dtype.itemsize)
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One operation of a decode step and the bytes it reads and writes."""
+    operation: str
+    read: int
+    written: int
+
+
+def traffic_bytes(transfers: Sequence[Transfer]) -> int:
+    """Bytes read plus bytes written, over all operations."""
+    return sum(t.read + t.written for t in transfers)
+
+
+MODELLED_PATHS = ("grouped", "repeat_kv", "sdpa")
+
+
+def step_traffic(batch: int, n_heads: int, n_kv_heads: int, head_dim: int, context: int, dtype: torch.dtype = torch.float32,
+                 path: str = "grouped", device="cpu") -> list[Transfer]:
+    """The bytes each operation of one decode step reads and writes (one query per head against
+    ``context`` cached positions), for ``path`` in MODELLED_PATHS:
+
+    - ``grouped`` (the course's ``gqa_attention``, MHA to MQA): q k^T writes the scores, the scale
+      reads and writes them, the softmax (in float32: 16-bit scores are converted to float32 first
+      and back after it; on a GPU, float16 is converted inside the softmax) reads them and writes the
+      probabilities, and the product with v reads the probabilities. The scores cost the same for every G;
+    - ``repeat_kv``: k and v copied to H heads first (read G heads, write H), then the same with G = H;
+    - ``sdpa``: a fused kernel: q, k and v read once, the output written with one float32 log-sum-exp
+      per query row (what PyTorch's fused CPU kernel writes); scores stay in on-chip memory.
+
+    ``measure_traffic`` counts the same on the operations PyTorch runs; on a CPU the two agree exactly."""
+    if n_kv_heads < 1 or n_heads % n_kv_heads:
+        raise ValueError(f"n_heads={n_heads} is not divisible by n_kv_heads={n_kv_heads}")
+    if path not in MODELLED_PATHS:
+        raise ValueError(f"no byte model for path {path!r}: one of {', '.join(MODELLED_PATHS)}")
+    size = dtype.itemsize
+    q_bytes = batch * n_heads * head_dim * size  # one query per head; the output has the same size
+    kv_bytes = batch * n_kv_heads * context * head_dim * size  # k, and v, each
+    if path == "sdpa":
+        return [Transfer("fused attention: q, k, v in, output (and a float32 log-sum-exp per row) out",
+                         q_bytes + 2 * kv_bytes, q_bytes + batch * n_heads * 4)]
+    transfers = []
+    if path == "repeat_kv" and n_kv_heads < n_heads:
+        for name in "kv":
+            transfers.append(Transfer(f"repeat_kv({name}): {n_heads // n_kv_heads} copies of each head", kv_bytes,
+                                      kv_bytes * n_heads // n_kv_heads))
+        kv_bytes = kv_bytes * n_heads // n_kv_heads
+    scores = batch * n_heads * context  # H x T score entries
+    accumulate = torch.promote_types(dtype, torch.float32).itemsize
+    transfers += [Transfer("scores = q k^T", q_bytes + kv_bytes, scores * size),
+                  Transfer("scores scaled by 1/sqrt(d)", scores * size, scores * size)]
+    if accumulate == size:
+        transfers.append(Transfer("softmax", scores * size, scores * size))
+    else:
+        if torch.device(device).type == "cuda" and dtype == torch.float16:
+            transfers.append(Transfer("softmax, float16 in, float32 out", scores * size, scores * accumulate))
+        else:
+            transfers += [Transfer("scores to float32", scores * size, scores * accumulate),
+                          Transfer("softmax", scores * accumulate, scores * accumulate)]
+        transfers.append(Transfer(f"probabilities back to {str(dtype).removeprefix('torch.')}", scores * accumulate, scores * size))
+    transfers.append(Transfer("output = probabilities @ v", scores * size + kv_bytes, q_bytes))
+    return transfers
+
+
+class _Traffic(TorchDispatchMode):
+    """While active, one Transfer per operation that makes a new tensor (views and in-place results
+    are left out): the distinct bytes of its input tensors as read, of its new outputs as written."""
+
+    def __init__(self):
+        super().__init__()
+        self.transfers: list[Transfer] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        output = func(*args, **(kwargs or {}))
+        inputs = _tensors(args) + _tensors(list((kwargs or {}).values()))
+        seen = {t.untyped_storage().data_ptr() for t in inputs}
+        new = [t for t in _tensors(output) if t.untyped_storage().data_ptr() not in seen]
+        if new:
+            self.transfers.append(Transfer(func.overloadpacket.__name__, sum(map(_distinct_bytes, inputs)),
+                                           sum(map(_distinct_bytes, new))))
+        return output
+
+
+def _distinct_bytes(t: torch.Tensor) -> int:
+    """Bytes of a tensor's elements, but no more than its storage holds: an expanded (broadcast)
+    view repeats elements that are in memory once."""
+    return min(t.numel() * t.element_size(), t.untyped_storage().nbytes())
+
+
+def _tensors(tree) -> list[torch.Tensor]:
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    if isinstance(tree, list | tuple):
+        return [t for item in tree for t in _tensors(item)]
+    return []
+
+
+def measure_traffic(fn: Callable, *args) -> list[Transfer]:
+    """The operations ``fn(*args)`` runs, each with the bytes of its inputs and new outputs (named
+    as PyTorch names them: bmm, mul, _softmax, _to_copy, clone, a fused kernel's name, ...). An
+    operation that reads a tensor in several passes is counted once: a lower bound on its traffic."""
+    mode = _Traffic()
+    with torch.no_grad(), mode:
+        fn(*args)
+    return mode.transfers
 
 
 def _broadcast_attention(q, k, v):
@@ -103,7 +219,8 @@ class DecodePoint:
     batch: int
     path: str  # a key of PATHS
     seconds: float  # one layer's decode-step attention, median
-    cache_bytes: int  # one layer's keys and values: what the step reads
+    cache_bytes: int  # one layer's keys and values: what the step must read
+    step_bytes: int = 0  # every byte the path reads and writes (step_traffic), 0 where there is no model (broadcast)
 
     @property
     def variant(self) -> str:
@@ -167,9 +284,11 @@ def measure_decode_attention(
                     key = n_kv_heads, path
                     times.setdefault(key, []).append(_time_calls(step, copies, cursor, key, calls[key], device))
         for n_kv_heads, path, _, _ in configs:
+            moved = (traffic_bytes(step_traffic(batch, n_heads, n_kv_heads, head_dim, context, dtype, path, device))
+                     if path in MODELLED_PATHS else 0)
             point = DecodePoint(context, n_heads, n_kv_heads, head_dim, batch, path,
                                 statistics.median(times[n_kv_heads, path]),
-                                layer_cache_bytes(batch, n_kv_heads, head_dim, context, dtype))
+                                layer_cache_bytes(batch, n_kv_heads, head_dim, context, dtype), moved)
             points.append(point)
             if progress:
                 progress(f"  T={context:>6} {point.variant:>7} {path:>9}: {1e3 * point.seconds:9.4f} ms per step")

@@ -1,11 +1,11 @@
 """Checks for 04_gqa, and the shared ones of 03_mqa (multi-query attention is one group).
 ``thorough=True`` is what hidden tests use: more shapes, fewer queries than keys, float16 /
-bfloat16, CUDA when present, ``scaled_dot_product_attention(enable_gqa=True)`` and Hugging Face
+bfloat16 (CUDA only in the package's GPU check), ``scaled_dot_product_attention(enable_gqa=True)`` and Hugging Face
 ``LlamaAttention`` (identity rotary embeddings, every parameter randomized) as oracles."""
 
 import torch
 
-from attention_course.checks.causal_attention import FUTURE_LEAK, NO_SCALE, TOP_LEFT, _weights_variant
+from attention_course.checks.causal_attention import FUTURE_LEAK, NO_SCALE, TOP_LEFT, _visible_extras, _weights_variant
 from attention_course.checks.diagnosis import call, devices, dtypes, expect_close, expect_on_device, expect_value_error, passed
 from attention_course.kernels import gqa as ref
 from attention_course.kernels.kv_cache import KVCache
@@ -34,9 +34,15 @@ COPY = (
     "copy the keys. Fold the query heads into the rows of one product against the shared key head: "
     "q.reshape(B, G, (H/G) * Tq, d) @ k.transpose(-2, -1)"
 )
+CHUNK_MASK = (
+    "the mask of Tq new queries against Tk keys (all cached) is Tq x Tk, bottom-right aligned: causal_mask(Tq, Tk). "
+    "A T_new x T_new mask (as in code that slices a stored mask[:T, :T], like nanoGPT's bias or LLMs-from-scratch's "
+    "mask[:num_tokens, :num_tokens]) only works for one token at a time"
+)
 NEW_ONLY = "with a cache, the new queries must attend over everything cached (what cache.update returns), not only the new keys"
 NOT_UPDATED = "the new keys and values were not appended to the cache: call cache.update(k, v) in forward when a cache is given"
 NO_OUTPUT_PROJ = "the output projection o_proj was not applied"
+SCALE_WIDTH = "the scores were divided by sqrt(d_model), the model width; the scale uses the head size: 1 / sqrt(head_dim)"
 STRIDED = (
     "pooled the wrong heads together: group g replaces the consecutive heads g*(H/G) .. (g+1)*(H/G) - 1 (the query heads "
     "that will share it), not heads g, g + G, g + 2G, ..."
@@ -99,22 +105,28 @@ def check_grouped_attention(fn, name: str, thorough: bool, seed: int, kv_heads: 
     __tracebackhide__ = True
     generator = torch.Generator().manual_seed(seed)
     n_cases = 0
-    for device in devices(thorough):
-        for dtype in dtypes(thorough):
-            for batch, n_heads, n_kv, n_queries, n_keys, head_dim in _attention_cases(thorough, kv_heads):
-                q = torch.randn(batch, n_heads, n_queries, head_dim, generator=generator, dtype=torch.float64)
-                k, v = (torch.randn(batch, n_kv, n_keys, head_dim, generator=generator, dtype=torch.float64) for _ in "kv")
-                q, k, v = (t.to(device=device, dtype=dtype) for t in (q, k, v))
-                for causal in (True, False):
-                    case = f"{name}(q{tuple(q.shape)}, k{tuple(k.shape)}, v{tuple(v.shape)}, causal={causal}) [{dtype}, {device}]"
-                    output = call(fn, q, k, v, causal=causal, what=case)
-                    expected = _grouped_variant(q, k, v, causal)
-                    if thorough and n_queries == n_keys:  # PyTorch's own grouped kernel must agree with the float64 reference
-                        sdpa = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double(),
-                                                                                is_causal=causal, enable_gqa=True)
-                        torch.testing.assert_close(sdpa, expected)
-                    expect_close(output, expected.to(dtype), case, _grouped_mistakes(q, k, v, causal))
-                    n_cases += 1
+    cases = _attention_cases(thorough, kv_heads)
+    runs = [(device, dtype, case) for device in devices(thorough) for dtype in dtypes(thorough) for case in cases]
+    runs += [(device, dtype, cases[1]) for device, dtype in _visible_extras(thorough)]  # half precision, GPU: one case each
+    for device, dtype, (batch, n_heads, n_kv, n_queries, n_keys, head_dim) in runs:
+        q = torch.randn(batch, n_heads, n_queries, head_dim, generator=generator, dtype=torch.float64)
+        k, v = (torch.randn(batch, n_kv, n_keys, head_dim, generator=generator, dtype=torch.float64) for _ in "kv")
+        q, k, v = (t.to(device=device, dtype=dtype) for t in (q, k, v))
+        for causal in (True, False):
+            case = f"{name}(q{tuple(q.shape)}, k{tuple(k.shape)}, v{tuple(v.shape)}, causal={causal}) [{dtype}, {device}]"
+            try:
+                output = call(fn, q, k, v, causal=causal, what=case)
+            except AssertionError as error:
+                if causal and n_queries < n_keys and "must match the size of tensor" in str(error):
+                    raise AssertionError(f"{error}. Hint: {CHUNK_MASK}") from error
+                raise
+            expected = _grouped_variant(q, k, v, causal)
+            if thorough and n_queries == n_keys:  # PyTorch's own grouped kernel must agree with the float64 reference
+                sdpa = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double(),
+                                                                        is_causal=causal, enable_gqa=True)
+                torch.testing.assert_close(sdpa, expected)
+            expect_close(output, expected.to(dtype), case, _grouped_mistakes(q, k, v, causal))
+            n_cases += 1
     n_kv = 1 if kv_heads == [1] else 2
     expect_on_device(fn, torch.empty(1, 4, 3, 8), torch.empty(1, n_kv, 5, 8), torch.empty(1, n_kv, 5, 8), causal=True,
                      what=f"{name}(q[1, 4, 3, 8], k[1, {n_kv}, 5, 8], v[1, {n_kv}, 5, 8], causal=True)")
@@ -209,6 +221,14 @@ def _expect_llama_layout(module, hf_layer, name: str, n_heads: int, n_kv_heads: 
         raise AssertionError(f"{name}: {KV_FULL_WIDTH}")
     missing = sorted(set(expected) - set(theirs))
     extra = sorted(set(theirs) - set(expected))
+    buffers = [key for key in extra if key in dict(module.named_buffers())]
+    if buffers:
+        raise AssertionError(
+            f"{name}: {', '.join(f'`{key}`' for key in buffers)} {'is a persistent buffer' if len(buffers) == 1 else 'are persistent buffers'} "
+            f"(register_buffer), so {'it goes' if len(buffers) == 1 else 'they go'} into state_dict and Llama's weights no longer load "
+            "into the layer (load_state_dict is strict). The layer's state_dict must hold q_proj, k_proj, v_proj and o_proj only: "
+            "compute such a tensor in forward, or register it with persistent=False"
+        )
     wrong = {key: (theirs[key], expected[key]) for key in set(theirs) & set(expected) if theirs[key] != expected[key]}
     raise AssertionError(
         f"{name}: parameters differ from Llama's layout (q_proj D -> H*d, k_proj and v_proj D -> G*d, o_proj H*d -> D, "
@@ -218,6 +238,7 @@ def _expect_llama_layout(module, hf_layer, name: str, n_heads: int, n_kv_heads: 
 
 
 def _module_variant(x, state, n_heads, n_kv_heads, pairing="block", scale="sqrt", mask="bottom_right", project=True):
+    """``scale="width"``: the scores divided by sqrt(d_model) instead of sqrt(head_dim)."""
     """The layer as a learner might write it, float64, over the whole sequence x [B, T, D]."""
     def linear(name, t):
         bias = state.get(f"{name}.bias")
@@ -231,6 +252,8 @@ def _module_variant(x, state, n_heads, n_kv_heads, pairing="block", scale="sqrt"
         return t.view(batch, length, n, head_dim).transpose(1, 2)  # [B, n, T, d]
 
     q = heads(linear("q_proj", x), n_heads)
+    if scale == "width":
+        q, scale = q * (head_dim / width) ** 0.5, "sqrt"
     k, v = heads(linear("k_proj", x), n_kv_heads), heads(linear("v_proj", x), n_kv_heads)
     y = _grouped_variant(q, k, v, True, pairing=pairing, scale=scale, mask=mask)  # [B, H, T, d]
     y = y.transpose(1, 2).reshape(batch, length, width)
@@ -240,6 +263,7 @@ def _module_variant(x, state, n_heads, n_kv_heads, pairing="block", scale="sqrt"
 MODULE_MISTAKES = {
     MODULO: {"pairing": "modulo"},
     NO_SCALE: {"scale": "none"},
+    SCALE_WIDTH: {"scale": "width"},
     FUTURE_LEAK: {"mask": None},
     NO_OUTPUT_PROJ: {"project": False},
 }
@@ -253,7 +277,7 @@ def check_attention_layer(cls, thorough: bool, seed: int, multi_query: bool) -> 
 
     generator = torch.Generator().manual_seed(seed)
     n_cases = 0
-    for d_model, n_heads, n_kv, bias in _module_cases(thorough, [1] if multi_query else None):
+    for index, (d_model, n_heads, n_kv, bias) in enumerate(_module_cases(thorough, [1] if multi_query else None)):
         head_dim = d_model // n_heads
         hf_layer = random_llama_attention_layer(d_model, n_heads, n_kv, bias, generator, scale=d_model**-0.5)
         name = f"{cls.__name__}({d_model}, {n_heads}{'' if multi_query else f', {n_kv}'}, bias={bias})"
@@ -263,21 +287,36 @@ def check_attention_layer(cls, thorough: bool, seed: int, multi_query: bool) -> 
         x64 = torch.randn(2, 7, d_model, generator=generator, dtype=torch.float64)
         with torch.no_grad():
             expected64 = llama_attention_layer_output(hf_layer, x64)
-        for device in devices(thorough):
-            for dtype in dtypes(thorough):
-                module = _build(cls, d_model, n_heads, n_kv, bias, multi_query)
-                call(module.load_state_dict, state, what=f"{name}.load_state_dict(Llama's weights)")
-                module = module.to(device=device, dtype=dtype).eval()
-                x, expected = x64.to(device=device, dtype=dtype), expected64.to(device=device, dtype=dtype)
-                case = f"{name} on x{tuple(x.shape)}, Llama's weights [{dtype}, {device}]"
-                with torch.no_grad():
-                    output = call(module, x, what=case)
-                expect_close(output, expected, case,
-                             lambda: {m: _module_variant(x64, state, n_heads, n_kv, **kw) for m, kw in MODULE_MISTAKES.items()})
-                n_cases += 1 + _check_cached(module, x, expected, name, n_kv, head_dim, dtype, device)
+        runs = [(device, dtype) for device in devices(thorough) for dtype in dtypes(thorough)]
+        runs += _visible_extras(thorough) if index == 0 else []  # half precision, GPU: the first layer only
+        for device, dtype in runs:
+            module = _build(cls, d_model, n_heads, n_kv, bias, multi_query)
+            call(module.load_state_dict, state, what=f"{name}.load_state_dict(Llama's weights)")
+            module = module.to(device=device, dtype=dtype).eval()
+            x, expected = x64.to(device=device, dtype=dtype), expected64.to(device=device, dtype=dtype)
+            case = f"{name} on x{tuple(x.shape)}, Llama's weights [{dtype}, {device}]"
+            with torch.no_grad():
+                output = call(module, x, what=case)
+            expect_close(output, expected, case,
+                         lambda: {m: _module_variant(x64, state, n_heads, n_kv, **kw) for m, kw in MODULE_MISTAKES.items()})
+            n_cases += 1 + _check_cached(module, x, expected, name, n_kv, head_dim, dtype, device)
         expect_on_device(lambda m, x, cache=KVCache(2, n_kv, head_dim, 7, device="meta"): [m(x), m(x[:, :3], cache=cache), m(x[:, 3:], cache=cache)],
                          _build(cls, d_model, n_heads, n_kv, bias, multi_query), x64.float(), what=f"{name} on x[2, 7, {d_model}], then a prefill and a step")
     return n_cases
+
+
+def _top_left_chunk(module, x, start, end, n_kv, head_dim):
+    """The layer's output for x[:, start:end] after x[:, :start] was cached, with a top-left mask (query i of the chunk
+    sees keys 0..i), computed with the module's own projections."""
+    batch = x.shape[0]
+
+    def heads(t, n):
+        return t.view(batch, -1, n, head_dim).transpose(1, 2)  # [B, n, T, d]
+
+    q = heads(module.q_proj(x[:, start:end]), module.n_heads)
+    k, v = heads(module.k_proj(x[:, :end]), n_kv), heads(module.v_proj(x[:, :end]), n_kv)
+    y = _grouped_variant(q, k, v, True, mask="top_left").to(x.dtype)  # [B, H, T_new, d]
+    return module.o_proj(y.transpose(1, 2).reshape(batch, end - start, -1))
 
 
 def _check_cached(module, x, expected, name, n_kv, head_dim, dtype, device) -> int:
@@ -290,13 +329,21 @@ def _check_cached(module, x, expected, name, n_kv, head_dim, dtype, device) -> i
         end = start + n_new
         case = f"{name}(x[:, {start}:{end}], cache) after {start} cached [{dtype}, {device}]"
         with torch.no_grad():
-            output = call(module, x[:, start:end], cache=cache, what=case)
+            try:
+                output = call(module, x[:, start:end], cache=cache, what=case)
+            except AssertionError as error:
+                if start and n_new > 1 and "must match the size of tensor" in str(error):
+                    raise AssertionError(f"{error}. Hint: {CHUNK_MASK}") from error
+                raise
         if isinstance(output, torch.Tensor) and output.shape == expected[:, start:end].shape and len(cache) != end:
             raise AssertionError(f"{case}: {NOT_UPDATED} (the cache holds {len(cache)} positions, expected {end})")
 
         def mistakes(start=start, end=end):
             alone = module.__class__.forward(module, x[:, start:end])  # the new tokens attending only to themselves
-            return {NEW_ONLY: alone} if start else {}
+            found = {NEW_ONLY: alone} if start else {}
+            if start and end - start > 1:  # a chunk of new tokens: where a top-left mask differs
+                found[TOP_LEFT] = _top_left_chunk(module, x, start, end, n_kv, head_dim)
+            return found
 
         expect_close(output, expected[:, start:end], case, mistakes)
         start = end

@@ -102,4 +102,22 @@ STUDENTS = [
             ),
         ),
     ),
+    Student(
+        "scale_by_value_size",
+        "attention scaled by sqrt of v's head size, as Hugging Face GPT-2's _attn (value.size(-1) ** 0.5)",
+        (Replace("attention", "return attention_weights(q, k, causal) @ v",
+                 "scores = q @ k.transpose(-2, -1) / math.sqrt(v.shape[-1])  # value.size(-1) ** 0.5\n"
+                 "    if causal:\n"
+                 "        scores = scores.masked_fill(~causal_mask(q.shape[-2], k.shape[-2], device=q.device), float(\"-inf\"))\n"
+                 "    return torch.softmax(scores, dim=-1) @ v"),),
+        # gpt2_attention has dv == dk: there the same code is right, and it keeps its points.
+        loses={"test_attention": "scaled by the size of v's heads"},
+    ),
+    Student(
+        "fill_minus_1e9",
+        "masked scores filled with -1e9 (the Annotated Transformer's habit), which overflows float16",
+        (Replace("attention_weights", 'scores.masked_fill(~allowed, float("-inf"))', "scores.masked_fill(~allowed, -1e9)"),),
+        loses={"test_attention_weights": "does not fit in float16", "test_attention": "does not fit in float16",
+               "test_gpt2_attention": "does not fit in float16"},
+    ),
 ]

@@ -118,4 +118,13 @@ STUDENTS = [
             "test_q5": "study notebook's formula",
         },
     ),
+    Student(
+        "mask_buffer",
+        "a causal mask kept as a persistent buffer (as nanoGPT keeps `bias`): Llama's weights no longer load strictly",
+        (Replace("module", "self.o_proj = nn.Linear(n_heads * self.head_dim, d_model, bias=bias)",
+                 "self.o_proj = nn.Linear(n_heads * self.head_dim, d_model, bias=bias)\n"
+                 "        self.register_buffer(\"causal\", torch.ones(64, 64, dtype=torch.bool).tril())  # kept for masking"),),
+        loses={"test_module": "`causal` is a persistent buffer",
+               "test_convert": "the returned layer has parameters",},
+    ),
 ]

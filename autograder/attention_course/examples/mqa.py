@@ -111,4 +111,20 @@ STUDENTS = [
             "test_q4b": "leaves out head_dim",
         },
     ),
+    Student(
+        "mask_buffer",
+        "a causal mask kept as a persistent buffer (as nanoGPT keeps `bias`): Llama's weights no longer load strictly",
+        (Replace("module", "self.o_proj = nn.Linear(n_heads * self.head_dim, d_model, bias=bias)",
+                 "self.o_proj = nn.Linear(n_heads * self.head_dim, d_model, bias=bias)\n"
+                 "        self.register_buffer(\"causal\", torch.ones(64, 64, dtype=torch.bool).tril())  # kept for masking"),),
+        loses={"test_module": "`causal` is a persistent buffer",},
+    ),
+    Student(
+        "square_mask",
+        "a Tq x Tq mask against Tk keys (LLMs-from-scratch's mask[:num_tokens, :num_tokens], kept when a cache is added)",
+        (Replace("mqa_attention", "~causal_mask(n_queries, n_keys, device=q.device)", "~causal_mask(n_queries, n_queries, device=q.device)"),),
+        # The layer attends with the student's mqa_attention: its cached chunk meets the same mask.
+        loses={"test_mqa_attention": "is Tq x Tk, bottom-right aligned", "test_mqa_no_copy": "raised RuntimeError",
+               "test_module": "is Tq x Tk, bottom-right aligned"},
+    ),
 ]
