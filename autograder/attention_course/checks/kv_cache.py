@@ -9,7 +9,7 @@ import numbers
 
 import torch
 
-from attention_course.checks.causal_attention import FUTURE_LEAK, NO_SCALE, STRICT, _gpt2_weights, _weights_variant
+from attention_course.checks.causal_attention import FUTURE_LEAK, NO_SCALE, STRICT, _gpt2_weights, _visible_extras, _weights_variant
 from attention_course.checks.diagnosis import call, devices, dtypes, expect_close, expect_on_device, expect_tensor, expect_value_error, passed
 from attention_course.kernels import causal as causal_ref
 from attention_course.kernels import kv_cache as ref
@@ -62,6 +62,12 @@ def _storage(t: torch.Tensor) -> tuple[int, int]:
     return storage.data_ptr(), storage.nbytes()
 
 
+def _visible_dtypes(thorough: bool) -> list[torch.dtype]:
+    """The dtypes a check runs in: float32, and float16 and bfloat16 in visible checks too (the
+    exercise asks for them, and hidden tests run them throughout)."""
+    return dtypes(thorough) + [dtype for _, dtype in _visible_extras(thorough)]
+
+
 # ----------------------------------------------------------------------------------------------
 # KVCache
 # ----------------------------------------------------------------------------------------------
@@ -93,7 +99,7 @@ def check_kv_cache(KVCache, thorough: bool = False, seed: int = 0) -> None:
     generator = torch.Generator().manual_seed(seed)
     n_cases = 0
     for device in devices(thorough):
-        for dtype in dtypes(thorough):
+        for dtype in _visible_dtypes(thorough):
             for batch, kv_heads, head_dim, max_len, chunks in _cache_cases(thorough):
                 name = f"KVCache({batch}, {kv_heads}, {head_dim}, {max_len}, dtype={dtype}, device={device!r})"
                 cache = call(KVCache, batch, kv_heads, head_dim, max_len, dtype=dtype, device=device, what=name)
@@ -185,7 +191,7 @@ def check_cached_gpt2_attention(cached_gpt2_attention, thorough: bool = False, s
     generator = torch.Generator().manual_seed(seed)
     n_cases = 0
     for device in devices(thorough):
-        for dtype in dtypes(thorough):
+        for dtype in _visible_dtypes(thorough):
             for batch, width, n_heads, chunks in _attention_cases(thorough):
                 total = sum(chunks)
                 x = torch.randn(batch, total, width, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
