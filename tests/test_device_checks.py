@@ -53,6 +53,8 @@ def test_the_reference_solutions_are_conclusive_on_meta():
 
 
 def _weights_without_device(q, k, causal=True):
+    if q.shape[-2] > k.shape[-2]:
+        raise ValueError("more queries than keys")
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     if causal:
         mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool).tril(k.shape[-2] - q.shape[-2])  # no device=

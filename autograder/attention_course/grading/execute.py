@@ -84,7 +84,7 @@ class ForkedProcess:
                 with open(f"/proc/{self.pid}/stat") as stat:
                     if stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
                         self.returncode = -1
-            except FileNotFoundError:
+            except (FileNotFoundError, ProcessLookupError):  # gone, before or while /proc was read
                 self.returncode = -1
         return self.returncode
 
