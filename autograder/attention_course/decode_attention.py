@@ -38,6 +38,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from attention_course.kernels.causal import attention
 from attention_course.kernels.gqa import gqa_attention, repeat_kv
 from attention_course.kernels.kv_cache import kv_cache_bytes
+from attention_course.memory import tensors_in
 from attention_course.timing import synchronize
 
 PATHS = {
@@ -135,9 +136,9 @@ class _Traffic(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         output = func(*args, **(kwargs or {}))
-        inputs = _tensors(args) + _tensors(list((kwargs or {}).values()))
+        inputs = tensors_in(args) + tensors_in(list((kwargs or {}).values()))
         seen = {t.untyped_storage().data_ptr() for t in inputs}
-        new = [t for t in _tensors(output) if t.untyped_storage().data_ptr() not in seen]
+        new = [t for t in tensors_in(output) if t.untyped_storage().data_ptr() not in seen]
         if new:
             self.transfers.append(Transfer(func.overloadpacket.__name__, sum(map(_distinct_bytes, inputs)),
                                            sum(map(_distinct_bytes, new))))
@@ -148,14 +149,6 @@ def _distinct_bytes(t: torch.Tensor) -> int:
     """Bytes of a tensor's elements, but no more than its storage holds: an expanded (broadcast)
     view repeats elements that are in memory once."""
     return min(t.numel() * t.element_size(), t.untyped_storage().nbytes())
-
-
-def _tensors(tree) -> list[torch.Tensor]:
-    if isinstance(tree, torch.Tensor):
-        return [tree]
-    if isinstance(tree, list | tuple):
-        return [t for item in tree for t in _tensors(item)]
-    return []
 
 
 def measure_traffic(fn: Callable, *args) -> list[Transfer]:

@@ -24,8 +24,8 @@ class NewStorages(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         output = func(*args, **(kwargs or {}))
-        inputs = {t.untyped_storage().data_ptr() for t in _tensors(args) + _tensors(list((kwargs or {}).values()))}
-        for tensor in _tensors(output):
+        inputs = {t.untyped_storage().data_ptr() for t in tensors_in(args) + tensors_in(list((kwargs or {}).values()))}
+        for tensor in tensors_in(output):
             storage = tensor.untyped_storage()
             key, nbytes = storage.data_ptr(), storage.nbytes()
             if key in inputs or key in self.counted or nbytes == 0:
@@ -42,11 +42,12 @@ class NewStorages(TorchDispatchMode):
         self.live -= nbytes
 
 
-def _tensors(tree) -> list[torch.Tensor]:
+def tensors_in(tree) -> list[torch.Tensor]:
+    """The tensors of an operation's arguments or outputs (nested in lists and tuples)."""
     if isinstance(tree, torch.Tensor):
         return [tree]
     if isinstance(tree, list | tuple):
-        return [t for item in tree for t in _tensors(item)]
+        return [t for item in tree for t in tensors_in(item)]
     return []
 
 
