@@ -120,4 +120,13 @@ STUDENTS = [
         loses={"test_attention_weights": "does not fit in float16", "test_attention": "does not fit in float16",
                "test_gpt2_attention": "does not fit in float16"},
     ),
+    Student(
+        "additive_mask",
+        "correct, written differently: an additive mask of finfo.min with torch.where, the softmax in float32 cast back",
+        (
+            Replace("attention_weights", 'scores = scores.masked_fill(~allowed, float("-inf"))',
+                    "scores = scores + torch.where(allowed, 0.0, torch.finfo(scores.dtype).min)"),
+            Replace("attention_weights", "return torch.softmax(scores, dim=-1)", "return torch.softmax(scores.float(), dim=-1).to(q.dtype)"),
+        ),
+    ),
 ]

@@ -127,4 +127,11 @@ STUDENTS = [
         loses={"test_module": "`causal` is a persistent buffer",
                "test_convert": "the returned layer has parameters",},
     ),
+    Student(
+        "expand_reshape",
+        "correct, written differently: repeat_kv as a broadcast view expanded and reshaped",
+        (Replace("repeat_kv", "return x.repeat_interleave(n_rep, dim=1)",
+                 "batch, n_kv_heads, length, head_dim = x.shape\n"
+                 "    return x[:, :, None].expand(batch, n_kv_heads, n_rep, length, head_dim).reshape(batch, n_kv_heads * n_rep, length, head_dim)"),),
+    ),
 ]
