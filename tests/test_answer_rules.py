@@ -42,6 +42,7 @@ def test_no_example_student_breaks_a_rule(assignment):
     ("from torch.nn.functional import scaled_dot_product_attention as sdpa", "scaled_dot_product_attention", 1),
     ("def f(q):\n    return getattr(F, 'scaled_dot_product_' + 'attention')(q, q, q)", "getattr with a computed name", 2),
     ("def f(q):\n    return getattr(F, 'scaled_dot_product_attention')(q, q, q)", "scaled_dot_product_attention", 2),
+    ("import functools\ndef f(q):\n    return functools.reduce(getattr, ['nn', 'functional'], torch)", "getattr passed as a value", 3),
     ("layer = nn.MultiheadAttention(8, 2)", "MultiheadAttention: torch's multi-head attention", 1),
     ("def f(m, x):\n    return m.generate(x)", "generate: Hugging Face's generate", 2),
     ("def f(p):\n    return torch.load(p)", "load: loads files (pickles)", 2),

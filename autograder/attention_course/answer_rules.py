@@ -49,6 +49,8 @@ ESCAPE_HATCHES = {
     "DataSource": "reads files", "serialization": "loads files (pickles)", "get_type_hints": "evaluates strings as code",
     "ForwardRef": "evaluates strings as code", "register_module_forward_hook": "hooks into every module",
     "register_module_forward_pre_hook": "hooks into every module", "register_module_full_backward_hook": "hooks into every module",
+    "compiler": "compiles code", "onnx": "exports and writes files", "profiler": "writes traces to files",
+    "f2py": "compiles Fortran code",
 }
 FUSED = {
     "scaled_dot_product_attention": "torch's fused attention, what the exercise asks you to write",
@@ -221,6 +223,7 @@ class _Reader(ast.NodeVisitor):
         self.imported = imported_here | {name for name, origin in rules.given.items() if origin}
         self.found: list[Breach] = []
         self.class_depth = 0
+        self.called: set[int] = set()  # getattr-like names seen as the function of a call
         self.built: list[set[str]] = [set()]  # per function: names bound to objects a class built there
         self.loops: list[dict[str, tuple[str, ...] | None]] = [{}]  # per function: loop variables over constant strings
         self.stores: list[list[str]] = []  # per function: every name it binds, once per binding
@@ -266,6 +269,8 @@ class _Reader(ast.NodeVisitor):
 
     def visit_Name(self, node):
         store = isinstance(node.ctx, (ast.Store, ast.Del))
+        if node.id in NAME_ARGUMENT and not store and id(node) not in self.called:
+            self.breach(node, f"{node.id} passed as a value (functools.reduce(getattr, ...)): call it with the attribute written out")
         if store and node.id in self.imported:
             self.breach(node, f"{node.id} = ...: it rebinds {node.id}, which is imported")
         self._name(node, node.id, store=store)
@@ -315,6 +320,7 @@ class _Reader(ast.NodeVisitor):
 
     def visit_Call(self, node):
         if isinstance(node.func, ast.Name) and node.func.id in NAME_ARGUMENT:
+            self.called.add(id(node.func))
             position = NAME_ARGUMENT[node.func.id]
             name = node.args[position] if len(node.args) > position else None
             names = self._strings(name)
