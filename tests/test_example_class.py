@@ -46,6 +46,8 @@ def test_feedback_html_names_each_mistake(graded_class):
         text = html.unescape(page.read_text())
         for phrase in r.student.loses.values():
             assert phrase in text, f"{page} does not name: {phrase}"
+        # Not even a traceback's quoted lines show the hidden tests, which can then serve again.
+        assert "BEGIN HIDDEN TESTS" not in text and "thorough=True" not in text, f"{page} shows hidden tests"
 
 
 def test_grades_are_exported(graded_class):

@@ -1,5 +1,6 @@
 """nbgrader's cell metadata, and what an executed notebook says about each graded cell."""
 
+import re
 from dataclasses import dataclass
 
 SOLUTION_BEGIN = "### BEGIN SOLUTION"
@@ -83,3 +84,40 @@ def test_results(executed_nb) -> list[ItemResult]:
             error = first_error(cell)
             results.append(ItemResult(grade_id(cell), 0.0 if error else points, points, error))
     return results
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_SOURCE_LINE = re.compile(r"^(\s*(?:-+>)?\s*)\d+\s(.*)$")
+
+
+def hidden_test_lines(cell) -> set[str]:
+    """The code lines of a test cell's hidden region (stripped), its delimiters included."""
+    lines, hidden = set(), False
+    for line in cell.source.splitlines():
+        if HIDDEN_TESTS_MARKERS[0] in line:
+            hidden = True
+        if hidden and line.strip():
+            lines.add(line.strip())
+        if HIDDEN_TESTS_MARKERS[1] in line:
+            hidden = False
+    return lines
+
+
+def hide_hidden_tests_in_tracebacks(cell, hidden: set[str]) -> None:
+    """Tracebacks quote the lines around the failing one: leave the hidden tests' lines out (a failing
+    hidden line is shown as "(a hidden test)"), so that feedback cannot show them."""
+    for output in cell.get("outputs", []):
+        if output.get("output_type") != "error":
+            continue
+        kept = []
+        for entry in output.get("traceback", []):
+            lines = []
+            for line in entry.split("\n"):
+                match = _SOURCE_LINE.match(_ANSI.sub("", line))
+                if match and match.group(2).strip() in hidden:
+                    if "->" in match.group(1):
+                        lines.append(f"{match.group(1)}(a hidden test)")
+                    continue
+                lines.append(line)
+            kept.append("\n".join(lines))
+        output["traceback"] = kept

@@ -15,7 +15,8 @@ import secrets
 import nbformat
 
 from attention_course.answer_rules import ALWAYS_HANDED_OVER, Breach, Rules, accepted_code, as_python, import_origins
-from attention_course.grading.cells import HARVEST_KEY, grade_id, is_harvest_cell, is_solution_cell, is_test_cell, nbgrader_meta
+from attention_course.grading.cells import (HARVEST_KEY, grade_id, hidden_test_lines, hide_hidden_tests_in_tracebacks, is_harvest_cell,
+                                           is_solution_cell, is_test_cell, nbgrader_meta)
 from attention_course.grading.harvest import harvest_source
 from attention_course.grading.verdicts import ERROR_NAME, HARVEST_MIME, assignment_spec, judge_exercise
 from attention_course.grading.verdicts import quiz
@@ -163,7 +164,10 @@ def apply_verdicts(nb, assignment: str, source_nb) -> dict[str, str]:
             found = {item: problem + note if problem else problem for item, problem in found.items()}
     else:
         found = {grade_id(c): "the notebook was not run with the grader's harvest" for c in source_nb.cells if is_test_cell(c)}
+    hidden = {grade_id(c): hidden_test_lines(c) for c in source_nb.cells if is_test_cell(c)}
     for cell in nb.cells:
+        if is_test_cell(cell):
+            hide_hidden_tests_in_tracebacks(cell, hidden.get(grade_id(cell), set()))
         if not is_test_cell(cell) or grade_id(cell) not in found:
             continue
         # This course gives no partial credit inside a cell: a number a test cell shows is not a score.
