@@ -67,7 +67,6 @@ NAME_ARGUMENT = {"getattr": 1, "setattr": 1, "delattr": 1, "hasattr": 1}
 TOP_LEVEL = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef, ast.Assign, ast.AnnAssign, ast.AugAssign)
 # Package functions that every notebook may hand over (where its code runs, not what it computes).
 ALWAYS_HANDED_OVER = ("attention_course.default_device", "attention_course.runtime.default_device")
-HANDED_OVER = {record.id: record.handed_over for record in RECORDS}
 # Where a notebook hands over attention itself, torch's fused attention is no shortcut.
 HANDS_OVER_ATTENTION = "attention_course.kernels.causal.attention"
 
@@ -133,11 +132,6 @@ def import_origins(source: str) -> dict[str, str]:
             for target in _bound_targets(node):
                 names.setdefault(target, "")
     return names
-
-
-def defined_names(source: str) -> set[str]:
-    """The names a cell binds at its top level."""
-    return set(import_origins(source))
 
 
 def accepted_code(source: str, label: str, rules: Rules) -> tuple[str, list[Breach]]:
@@ -421,6 +415,6 @@ def _rules_of(namespace: dict) -> Rules:
             classes.add(name)
         elif (inspect.isfunction(value) or inspect.isclass(value)) and value.__module__.startswith("attention_course"):
             given[name] = f"{value.__module__}.{value.__qualname__}"  # objects such as a model are plain values, as for the grader
-    handed_over = frozenset(ALWAYS_HANDED_OVER).union(*HANDED_OVER.values())
+    handed_over = frozenset(ALWAYS_HANDED_OVER).union(*(record.handed_over for record in RECORDS))  # any notebook's
     return Rules(given=given, handed_over=handed_over, fused_allowed=HANDS_OVER_ATTENTION in given.values(),
                  own_classes=frozenset(classes))

@@ -19,7 +19,6 @@ import nbformat
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import NbGraderPreprocessor
 
-from attention_course.grading.cells import is_harvest_cell
 from attention_course.grading.course import source_notebook
 from attention_course.grading.execute import Limits, confined, execute_notebook, mark_unfinished_tests
 
@@ -31,7 +30,7 @@ def executed_path(folder: Path, student: str, assignment: str, notebook: str) ->
 
 
 def code_of(nb) -> list[str]:
-    return [cell.source for cell in nb.cells if cell.cell_type == "code" and not is_harvest_cell(cell)]
+    return [cell.source for cell in nb.cells if cell.cell_type == "code"]
 
 
 def _root(preprocessor: NbGraderPreprocessor) -> Path:

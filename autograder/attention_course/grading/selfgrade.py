@@ -97,7 +97,6 @@ def grade_notebook(path: Path, source_path: Path, cell_timeout: int = CELL_TIMEO
     return Report(Path(path).name, test_results(graded))
 
 
-REPOSITORY = "https://github.com/attention-course/attention-course"  # pyproject.toml's, when metadata is missing
 SOURCE_URL_ENV = "ATTENTION_COURSE_SOURCE_URL"  # a template with {tag}, {assignment}, {notebook}: another place to take them from
 CACHE_ENV = "ATTENTION_COURSE_CACHE"
 
@@ -106,15 +105,11 @@ def repository() -> str:
     """The repository's address, as pyproject.toml's [project.urls] Repository gave it to the installed package."""
     from importlib import metadata
 
-    try:
-        urls = metadata.metadata("attention-course").get_all("Project-URL") or []
-    except metadata.PackageNotFoundError:
-        urls = []
-    for entry in urls:
+    for entry in metadata.metadata("attention-course").get_all("Project-URL") or []:
         label, _, url = entry.partition(",")
         if label.strip().lower() == "repository":
             return url.strip()
-    return REPOSITORY
+    raise LookupError("the installed attention-course names no Repository (pyproject.toml's [project.urls])")
 
 
 def released_source(assignment: str) -> Path:

@@ -29,7 +29,7 @@ def student_cells(nb) -> list[tuple[int, str, str]]:
     """(index, label, source) of the code the student wrote: answer cells and cells they added."""
     cells = []
     for index, cell in enumerate(nb.cells):
-        if cell.cell_type != "code" or is_harvest_cell(cell):
+        if cell.cell_type != "code":
             continue
         meta = nbgrader_meta(cell)
         if is_solution_cell(cell) or not (meta.get("locked") or meta.get("grade")):
