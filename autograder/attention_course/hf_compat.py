@@ -39,6 +39,20 @@ def random_gpt2_attention_layer(n_embd: int, n_head: int, generator: torch.Gener
     return _randomized(layer, generator, scale)
 
 
+def gpt2_attention_layer(weights: list[torch.Tensor], n_head: int):
+    """A bare Hugging Face ``GPT2Attention`` in float64 with the given c_attn weight and bias, c_proj weight and bias."""
+    from transformers import GPT2Config
+    from transformers.models.gpt2.modeling_gpt2 import GPT2Attention
+
+    config = GPT2Config(n_embd=weights[0].shape[0], n_head=n_head, n_positions=64, attn_pdrop=0.0, resid_pdrop=0.0)
+    use_eager_attention(config)
+    layer = GPT2Attention(config, layer_idx=0).double().eval()
+    with torch.no_grad():
+        for parameter, weight in zip(layer.parameters(), weights, strict=True):
+            parameter.copy_(weight)
+    return layer
+
+
 def _randomized(layer, generator: torch.Generator, scale: float):
     with torch.no_grad():
         for parameter in layer.parameters():
