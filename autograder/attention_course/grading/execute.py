@@ -117,11 +117,13 @@ class ForkedKernelManager(AsyncKernelManager):
     uid = Any(None)
     threads = Any(None)
     isolate = Any(False)
+    clean = Any(False)
 
     async def _async_launch_kernel(self, kernel_cmd, **kw):
         argv = kernel_cmd[kernel_cmd.index("-f"):]  # the connection file and extra arguments
         pid = self.zygote.spawn(argv, cwd=kw.get("cwd") or os.getcwd(), env=dict(kw.get("env") or os.environ),
-                                memory_bytes=self.memory_bytes, uid=self.uid, threads=self.threads, isolate=self.isolate)
+                                memory_bytes=self.memory_bytes, uid=self.uid, threads=self.threads, isolate=self.isolate,
+                                clean=self.clean)
         provisioner = self.provisioner
         provisioner.process, provisioner.pid, provisioner.pgid = ForkedProcess(pid), pid, pid
         self._reconcile_connection_info(provisioner.connection_info)
@@ -186,9 +188,10 @@ def _last_words(folder: str) -> str:
     return f" ({errors[-1].strip()[:200]})" if errors else ""
 
 
-async def execute_notebook(nb, zygote, limits: Limits, files_from: str | None = None) -> str:
+async def execute_notebook(nb, zygote, limits: Limits, files_from: str | None = None, clean: bool = False) -> str:
     """Execute ``nb`` in place, in a scratch folder holding a copy of ``files_from``'s other files;
-    return a status: "ok" or what went wrong."""
+    return a status: "ok" or what went wrong. ``clean``: in a kernel without the course package
+    (neither imported, nor on its path, nor, isolated, on its file system): the harvest's."""
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
@@ -199,7 +202,7 @@ async def execute_notebook(nb, zygote, limits: Limits, files_from: str | None = 
         # An isolated kernel has no network: it is reached over Unix sockets in its folder.
         sockets = {"transport": "ipc", "ip": os.path.join(scratch, ".kernel")} if limits.isolate else {}
         km = ForkedKernelManager(zygote=zygote, memory_bytes=limits.memory_bytes, uid=uid, threads=limits.threads,
-                                 isolate=limits.isolate, kernel_name="python3",
+                                 isolate=limits.isolate, clean=clean, kernel_name="python3",
                                  connection_file=os.path.join(scratch, ".kernel.json"), **sockets)
         client = CappedClient(
             nb, km=km, timeout=limits.cell_seconds, allow_errors=True, interrupt_on_timeout=True,

@@ -47,15 +47,20 @@ DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
            "/dev/nvidia-uvm-tools")
 
 
-def visible_paths() -> list[str]:
-    """The read-only part of a kernel's file system: the system's, and this Python's (its prefixes,
-    its site-packages, the course package's folder). Not the grader's working folder, which is on
-    ``sys.path`` too when it started Python there."""
-    import site
-
+def package_folder() -> str:
+    """The course package's own folder (``.../attention_course``)."""
     import attention_course
 
-    python = {sys.base_prefix, sys.prefix, os.path.dirname(os.path.dirname(attention_course.__file__))}
+    return os.path.realpath(os.path.dirname(attention_course.__file__))
+
+
+def visible_paths(with_package: bool = True) -> list[str]:
+    """The read-only part of a kernel's file system: the system's, and this Python's (its prefixes,
+    its site-packages, and, unless ``with_package`` is False, the folder holding the course package).
+    Not the grader's working folder, which is on ``sys.path`` too when it started Python there."""
+    import site
+
+    python = {sys.base_prefix, sys.prefix} | ({os.path.dirname(package_folder())} if with_package else set())
     python |= {path for path in [*site.getsitepackages(), site.getusersitepackages()] if path in sys.path and os.path.isdir(path)}
     return [*SYSTEM_PATHS, *sorted(os.path.realpath(path) for path in python)]
 
@@ -76,11 +81,13 @@ def _show(path: str, root: str, writable: bool = False) -> None:
         _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID)
 
 
-def isolate(folder: str, visible: list[str], root: str) -> None:
+def isolate(folder: str, visible: list[str], root: str, hidden: tuple[str, ...] = ()) -> None:
     """Called in the kernel's process; returns in a child that is process 1 of a new PID namespace
     (this process waits for it and exits with it, so that the grader's signals reach both), with
     ``visible`` (read-only) and ``folder`` (writable) as all of its file system, built on the empty
-    folder ``root`` (each kernel's mounts are its own: one such folder serves every kernel)."""
+    folder ``root`` (each kernel's mounts are its own: one such folder serves every kernel).
+    ``hidden`` folders inside the visible ones are covered by an empty one (the course package,
+    where it is installed in site-packages, for the harvest kernel)."""
     _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID), "unshare")
     child = os.fork()
     if child:
@@ -101,6 +108,9 @@ def isolate(folder: str, visible: list[str], root: str) -> None:
     for device in DEVICES + tuple(glob.glob("/dev/nvidia[0-9]*")):
         if os.path.exists(device):
             _show(device, root, writable=True)
+    for path in hidden:
+        if os.path.isdir(root + path):
+            _mount("tmpfs", root + path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=0555")
     _show(folder, root, writable=True)
     _mount(None, root, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     os.chdir(root)

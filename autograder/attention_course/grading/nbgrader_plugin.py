@@ -77,7 +77,7 @@ async def execute_with_harvest(nb, assignment: str, source_nb, zygote, limits: L
 
     harvest_nb, left_out = harvest_notebook(nb, assignment, source_nb)
     status = await execute_notebook(nb, zygote, limits, files_from=files_from)
-    await execute_notebook(harvest_nb, zygote, limits, files_from=files_from)
+    await execute_notebook(harvest_nb, zygote, limits, clean=True)
     keep_harvest(nb, harvest_nb, left_out)
     return status
 

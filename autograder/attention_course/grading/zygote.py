@@ -2,7 +2,7 @@
 imported once per grading run instead of once per notebook.
 
 ``python -m attention_course.grading.zygote`` imports the heavy modules, then reads one JSON
-request per line on stdin ({"argv", "cwd", "env", "memory_bytes", "uid", "threads", "isolate"}) and
+request per line on stdin ({"argv", "cwd", "env", "memory_bytes", "uid", "threads", "isolate", "clean"}) and
 forks an IPython kernel for each, answering {"pid": ...}. Every kernel serves one notebook and is
 discarded. The zygote never runs a notebook's code itself and never runs a parallel torch operation
 before forking.
@@ -26,7 +26,7 @@ import tempfile
 import threading
 import traceback
 
-from attention_course.grading.isolation import drop_privileges, isolate, visible_paths
+from attention_course.grading.isolation import drop_privileges, isolate, package_folder, visible_paths
 
 NOGROUP = 65534
 KERNEL_LOG = ".kernel.log"  # the kernel process's own stdout and stderr, in its folder
@@ -53,6 +53,15 @@ def _reap(*_):
             return
 
 
+def _forget_the_package(package: str) -> None:
+    """For a clean kernel (the harvest's): the course package leaves this process's modules and path;
+    the harvest notebook brings the few modules it needs as source."""
+    folder = os.path.dirname(package)
+    for name in [name for name in sys.modules if name == "attention_course" or name.startswith("attention_course.")]:
+        del sys.modules[name]
+    sys.path[:] = [path for path in sys.path if os.path.realpath(path or ".") != folder]
+
+
 def _become_kernel(request: dict, root: str) -> None:
     """In the forked child: confine, then run an IPython kernel until it is shut down."""
     try:
@@ -61,8 +70,11 @@ def _become_kernel(request: dict, root: str) -> None:
         os.environ.clear()
         os.environ.update(request["env"])
         isolated = bool(request.get("isolate")) and os.getuid() == 0
+        clean, package = bool(request.get("clean")), package_folder()
+        if clean:
+            _forget_the_package(package)
         if isolated:
-            isolate(request["cwd"], visible_paths(), root)
+            isolate(request["cwd"], visible_paths(with_package=not clean), root, (package,) if clean else ())
             os.environ.update(HOME=request["cwd"], MPLCONFIGDIR=request["cwd"], TMPDIR=request["cwd"])
         uid = request.get("uid")
         if uid is not None and os.getuid() == 0:
@@ -105,17 +117,8 @@ def _become_kernel(request: dict, root: str) -> None:
 
 
 def serve() -> None:
-    from attention_course.assignments import RECORDS
-    from attention_course.grading.harvest import REFERENCE_MODULES
-
     for module in PRELOAD:
         importlib.import_module(module)
-    verdicts = [f"attention_course.grading.verdicts.{record.topic}" for record in RECORDS if record.kernels]
-    for module in (*verdicts, *REFERENCE_MODULES):  # what the harvest cells use and watch for
-        try:
-            importlib.import_module(module)
-        except ImportError:  # a model family an older transformers lacks
-            pass
     root = tempfile.mkdtemp(prefix="attention-course-root-")  # where each isolated kernel builds its file system
     atexit.register(os.rmdir, root)
     signal.signal(signal.SIGCHLD, _reap)
@@ -150,9 +153,9 @@ class Zygote:
             self._ready = True
 
     def spawn(self, argv: list[str], cwd: str, env: dict, memory_bytes: int | None, uid: int | None = None,
-              threads: int | None = None, isolate: bool = False) -> int:
+              threads: int | None = None, isolate: bool = False, clean: bool = False) -> int:
         request = {"argv": argv, "cwd": str(cwd), "env": env, "memory_bytes": memory_bytes, "uid": uid, "threads": threads,
-                   "isolate": isolate}
+                   "isolate": isolate, "clean": clean}
         with self._lock:
             self._wait_until_ready()
             self._process.stdin.write(json.dumps(request) + "\n")

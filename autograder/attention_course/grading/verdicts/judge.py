@@ -1,12 +1,18 @@
 """The grader's side, on a notebook.
 
-Before execution, ``harvest_notebook`` builds the notebook the verdicts come from: the source's
-set-up cells, then the student's cells in their order, each read first (``answer_rules``) and kept
-only when it is in the answer language, with only its imports, definitions and assignments (a
+nbgrader runs a notebook's test cells in the student's own process, after the student's code:
+whatever that process reports can be faked. So no point depends on it alone. Before execution,
+``harvest_notebook`` builds the notebook the verdicts come from: the harness (``harvest_kernel``:
+the exercises' kernel halves and the handed-over objects, as source), the source's set-up cells
+less the checks, then the student's cells in their order, each read first (``answer_rules``) and
+kept only when it is in the answer language, with only its imports, definitions and assignments (a
 print or a magic runs in the student's own notebook, not here), and a harvest cell where each test
-cell stood. It runs in a fresh kernel of its own: no test cell, no check and no other code of the
-student's runs there. ``keep_harvest`` files what it printed with the student's executed notebook;
-``apply_verdicts`` judges every graded item from it and takes points from the items it disproves."""
+cell stood. It runs in a fresh kernel without the course package: no reference, no check, no
+grading code, no test cell and no other code of the student's is there. ``keep_harvest`` files
+what it printed with the student's executed notebook; ``apply_verdicts`` judges every graded item
+from it with the exercises' specs (``exercises``) and the quiz keys (``quiz``), and takes the
+points of an item it disproves: an item earns them only when its test cell passed in the student's
+process *and* its verdict here passed."""
 
 import ast
 import json
@@ -15,12 +21,16 @@ import secrets
 import nbformat
 
 from attention_course.answer_rules import ALWAYS_HANDED_OVER, Breach, Rules, accepted_code, as_python, import_origins
+from attention_course.assignments import BY_ID
+from attention_course.exercises import exercises_of, harvest_request, judge_harvest
+from attention_course.exercises.kernel.harvest import HARVEST_MIME
 from attention_course.grading.cells import (HARVEST_KEY, grade_id, hidden_test_lines, hide_hidden_tests_in_tracebacks, is_harvest_cell,
                                            is_solution_cell, is_test_cell, nbgrader_meta)
-from attention_course.grading.harvest import harvest_source
-from attention_course.grading.verdicts import ERROR_NAME, HARVEST_MIME, assignment_spec, judge_exercise
+from attention_course.grading.harvest_kernel import harvest_source, loader_source, setup_source
 from attention_course.grading.verdicts import quiz
 from attention_course.grading.verdicts.quiz import is_quiz_cell
+
+ERROR_NAME = "OutOfProcessVerdict"
 
 MAX_HARVEST_CHARS = 20_000_000
 
@@ -50,7 +60,7 @@ def _setup_cells(source_nb) -> list:
 
 def answer_rules(assignment: str, source_nb, nb) -> Rules:
     """The rules of an assignment's answers: what its given cells bind, what they hand over."""
-    spec = assignment_spec(assignment)
+    record = BY_ID[assignment]
     given = {}
     for cell in source_nb.cells:
         if cell.cell_type == "code" and not is_solution_cell(cell) and not is_test_cell(cell):
@@ -61,8 +71,8 @@ def answer_rules(assignment: str, source_nb, nb) -> Rules:
             classes |= {node.name for node in ast.parse(as_python(source)).body if isinstance(node, ast.ClassDef)}
         except SyntaxError:
             continue
-    return Rules(given=given, handed_over=frozenset(spec.allowed + ALWAYS_HANDED_OVER),
-                 fused_allowed=not spec.fused_attention_forbidden, own_classes=frozenset(classes))
+    return Rules(given=given, handed_over=frozenset(record.handed_over + ALWAYS_HANDED_OVER),
+                 fused_allowed=record.fused_attention_allowed, own_classes=frozenset(classes))
 
 
 def harvest_notebook(nb, assignment: str, source_nb, seed: int | None = None):
@@ -70,11 +80,14 @@ def harvest_notebook(nb, assignment: str, source_nb, seed: int | None = None):
     seed = secrets.randbits(30) if seed is None else seed
     keys = quiz.quiz_keys(source_nb)
     every = quiz.plan(keys, seed)
-    exercises = {exercise.grade_id for exercise in assignment_spec(assignment).exercises}
+    fused_forbidden = not BY_ID[assignment].fused_attention_allowed
+    exercises = {exercise.grade_id: harvest_request(exercise, seed + index, fused_forbidden)
+                 for index, exercise in enumerate(exercises_of(assignment))}
     nb.metadata.pop(HARVEST_KEY, None)  # only the grader files a harvest
     rules = answer_rules(assignment, source_nb, nb)
     ours = {index: (label, source) for index, label, source in student_cells(nb)}
-    cells = [nbformat.v4.new_code_cell(cell.source) for cell in _setup_cells(source_nb)]
+    cells = [nbformat.v4.new_code_cell(loader_source(assignment)),
+             nbformat.v4.new_code_cell(setup_source(assignment, [cell.source for cell in _setup_cells(source_nb)]))]
     left_out = []
     for index, cell in enumerate(nb.cells):
         if index in ours:
@@ -87,7 +100,7 @@ def harvest_notebook(nb, assignment: str, source_nb, seed: int | None = None):
         if not is_test_cell(cell) or (item not in exercises and item not in keys):
             continue
         calls = keys.get(item, [])
-        plan = {"assignment": assignment, "seed": seed, "exercises": [item] if item in exercises else [],
+        plan = {"seed": seed, "fused_forbidden": fused_forbidden, "exercises": [exercises[item]] if item in exercises else [],
                 "answers": [c.name for c in calls if c.kind != "check_formula" and c.name in every["answers"]],
                 "formulas": {c.name: every["formulas"][c.name] for c in calls if c.kind == "check_formula"}}
         harvest = nbformat.v4.new_code_cell(harvest_source(plan))
@@ -127,28 +140,25 @@ def _merged(records: list[dict]) -> tuple[dict, dict]:
         plan["formulas"] |= asked.get("formulas", {})
         for part in harvested:
             if isinstance(answered.get(part), dict):
-                wanted = set(asked.get(part, ()))
+                wanted = {e["grade_id"] for e in asked["exercises"]} if part == "exercises" else set(asked.get(part, ()))
                 harvested[part] |= {key: value for key, value in answered[part].items() if key in wanted}
     return plan, harvested
 
 
 def verdicts(assignment: str, source_nb, plan: dict, harvested: dict) -> dict[str, str]:
     """Test cell -> '' (passed) or why not, for every test cell of the source notebook."""
-    import torch
-
-    exercises = {exercise.grade_id: exercise for exercise in assignment_spec(assignment).exercises}
+    exercises = exercises_of(assignment)
     keys = quiz.quiz_keys(source_nb)
     results = harvested.get("exercises") if isinstance(harvested.get("exercises"), dict) else {}
     found = {}
-    for index, exercise in enumerate(assignment_spec(assignment).exercises):
-        cases = exercise.cases(torch.Generator().manual_seed(plan["seed"] + index))
-        found[exercise.grade_id] = judge_exercise(exercise, cases, results.get(exercise.grade_id))
+    for index, exercise in enumerate(exercises):
+        found[exercise.grade_id] = judge_harvest(exercise, plan["seed"] + index, results.get(exercise.grade_id))
     for cell in source_nb.cells:
         if not is_test_cell(cell) or grade_id(cell) in found:
             continue
         if is_quiz_cell(cell):
             found[grade_id(cell)] = quiz.judge_quiz_cell(keys[grade_id(cell)], plan, harvested)
-        elif grade_id(cell) not in exercises:
+        else:
             found[grade_id(cell)] = "this item has no out-of-process verdict, so it cannot be graded (a course error)"
     return found
 

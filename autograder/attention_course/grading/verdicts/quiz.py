@@ -20,7 +20,7 @@ import torch
 from attention_course.checks import quiz as checks
 from attention_course.answer_rules import as_python
 from attention_course.grading.cells import grade_id, is_test_cell
-from attention_course.grading.verdicts import decode
+from attention_course.exercises.kernel.plain_data import decode
 
 CHECKS = ("check_number", "check_choice", "check_formula")
 
