@@ -4,8 +4,9 @@ A record names an assignment's folder and notebook (fixed by the course design: 
 badges use them), the module of reference solutions its exercises have (``kernels/<module>.py``;
 calling it from an answer is a shortcut), and what its set-up cell hands to the student. Everything
 else follows from the notebook's stem, ``topic``: its checks (``checks/<topic>.py``), its
-out-of-process verdicts (``grading/verdicts/<topic>.py``, for assignments with code exercises) and
-its example class (``examples/<topic>.py``). ``tests/test_assignment_record.py`` fails when any of
+exercises' specs (``exercises/<topic>.py`` and their kernel halves ``exercises/kernel/<topic>.py``,
+for assignments with code exercises) and its example class (``examples/<topic>.py``). The harvest
+kernel gets the kernel halves and the handed-over objects, nothing else of the package. ``tests/test_assignment_record.py`` fails when any of
 them is missing, or when a module of those folders belongs to no record.
 """
 
