@@ -196,7 +196,7 @@ def test_overflowing_the_cache_is_explained():
         (lambda b, l, g, d, s, n: b * l * g * d * s * n, "keys only"),
         (lambda b, l, g, d, s, n: 2 * b * l * g * d * s, "elements, not bytes"),
         (lambda b, l, g, d, s, n: 16 * b * l * g * d * s * n, "in bits"),
-        (lambda b, l, g, d, s, n: 2.5, "whole number"),
+        (lambda b, l, g, d, s, n: 2.5, "is 2.5, expected"),
     ],
 )
 def test_bytes_mistakes_are_named(fn, phrase):

@@ -28,18 +28,23 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from attention_course.kernels.kv_cache import KVCache, cached_gpt2_attention
-
 
 class GPT2Decoder:
     """GPT-2 (``GPT2LMHeadModel`` weights) whose attention layers call ``attention_fn``.
 
     ``attention_fn(x_new, c_attn_weight, c_attn_bias, c_proj_weight, c_proj_bias, n_heads, cache)``
-    is the contract's ``cached_gpt2_attention``; ``cache_class`` the contract's ``KVCache``.
+    is the contract's ``cached_gpt2_attention``; ``cache_class`` the contract's ``KVCache`` (both
+    default to the reference solutions of 02, imported when used: the harvest kernel ships this
+    module without them, and always passes its own).
     """
 
-    def __init__(self, hf_model, attention_fn: Callable = cached_gpt2_attention, cache_class=KVCache,
+    def __init__(self, hf_model, attention_fn: Callable | None = None, cache_class=None,
                  offset_positions: bool = True):
+        if attention_fn is None or cache_class is None:
+            from attention_course.kernels import kv_cache
+
+            attention_fn = attention_fn or kv_cache.cached_gpt2_attention
+            cache_class = cache_class or kv_cache.KVCache
         self.hf_model = hf_model
         self.offset_positions = offset_positions  # False: every call's positions restart at 0 (a bug, for the lesson)
         self.config = hf_model.config
@@ -86,10 +91,12 @@ class GPT2Decoder:
         return self.hf_model.lm_head(h)  # [B, T_in, vocab]
 
 
-def block_forward(block, h: torch.Tensor, cache, attention_fn: Callable = cached_gpt2_attention, n_heads: int | None = None,
+def block_forward(block, h: torch.Tensor, cache, attention_fn: Callable | None = None, n_heads: int | None = None,
                   eps: float = 1e-5) -> torch.Tensor:
     """One GPT-2 block (a ``GPT2Block``'s weights) on the new tokens' hidden states h [B, T_in, D]
-    -> [B, T_in, D]: attention through ``attention_fn`` over ``cache``, then the MLP."""
+    -> [B, T_in, D]: attention through ``attention_fn`` (default: 02's reference) over ``cache``, then the MLP."""
+    if attention_fn is None:
+        from attention_course.kernels.kv_cache import cached_gpt2_attention as attention_fn
     n_heads = n_heads or block.attn.num_heads
     x = F.layer_norm(h, h.shape[-1:], block.ln_1.weight, block.ln_1.bias, eps)
     attn = block.attn
@@ -152,6 +159,8 @@ def count_flops(block, n_new: int, n_cached: int = 0, batch_size: int = 1, huggi
     ``hugging_face=True`` through the ``GPT2Block``'s own forward instead (uncached passes only)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    from attention_course.kernels.kv_cache import KVCache, cached_gpt2_attention
+
     weight = block.attn.c_attn.weight
     d_model, n_heads = weight.shape[0], block.attn.num_heads
     h = torch.randn(batch_size, n_new, d_model, device=weight.device, dtype=weight.dtype)
@@ -176,6 +185,8 @@ def count_decode_flops(block, n_tokens: int) -> list[BlockFlops]:
     empty cache: step t (0-based) attends over t + 1 keys. Their sum is the work of the query-key
     pairs the causal mask allows, and nothing of the masked ones."""
     from torch.utils.flop_counter import FlopCounterMode
+
+    from attention_course.kernels.kv_cache import KVCache, cached_gpt2_attention
 
     weight = block.attn.c_attn.weight
     d_model, n_heads = weight.shape[0], block.attn.num_heads
