@@ -97,9 +97,16 @@ def test_earlier_assignments_functions_handed_over_by_the_setup_cell_are_allowed
 def test_torch_fused_attention_is_allowed_where_the_notebook_hands_over_attention():
     namespace = solved("02_kv_cache")
     exec(compile("def attention(q, k, v, causal=True):\n"
-                 "    mask = causal_mask(q.shape[-2], k.shape[-2]) if causal else None\n"
+                 "    mask = causal_mask(q.shape[-2], k.shape[-2], device=q.device) if causal else None\n"
                  "    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)", STUDENT_FILE, "exec"), namespace)  # noqa: S102
     assert not judged("02_kv_cache", namespace)["test_cached_attention"]
+
+
+def test_the_model_handed_to_greedy_generate_holds_no_hugging_face_model_to_call():
+    code = ("def greedy_generate(model, input_ids, max_new_tokens, use_cache=True):\n"
+            "    return model.hf_model.generate(input_ids, max_new_tokens=max_new_tokens, do_sample=False)")
+    found = judged("02_kv_cache", solved("02_kv_cache", {"generate": code}))
+    assert "hf_model" in found["test_generate"], found["test_generate"]
 
 
 def test_wrong_outputs_and_missing_names_fail_with_what_differs():

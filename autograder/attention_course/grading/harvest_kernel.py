@@ -82,7 +82,9 @@ def _closure(module: str, wanted: set[str]) -> tuple[str, dict[str, set[str]]]:
         if not isinstance(node, (ast.Import, ast.ImportFrom)):
             todo += list(_names_used(node))
     kept = [node for node in body if id(node) in keep]
-    return "\n\n".join(ast.unparse(node) for node in kept) + "\n", _package_imports(ast.Module(body=kept, type_ignores=[]))
+    # Only the imports run at load time: one inside a function (a default loaded lazily) is never taken here.
+    imports = [node for node in kept if isinstance(node, (ast.Import, ast.ImportFrom))]
+    return "\n\n".join(ast.unparse(node) for node in kept) + "\n", _package_imports(ast.Module(body=imports, type_ignores=[]))
 
 
 def _dotted(path: str) -> tuple[str, str]:
