@@ -288,13 +288,13 @@ def _convert_expected(case) -> dict:
     mha.load_state_dict(case["weights"])
     state = ref.mha_to_gqa(mha, n_kv).state_dict()
     keys = [*_CONVERTED_ORDER, *sorted(key for key in state if "bias" in key)]
-    return {"the MHA layer passed in": 0, "n_kv_heads": n_kv, "parameters": ", ".join(sorted(state))} | {key: state[key] for key in keys}
+    return {"the input layer": 0, "n_kv_heads": n_kv, "parameters": ", ".join(sorted(state))} | {key: state[key] for key in keys}
 
 
 def _convert_mistakes(case) -> dict:
     d_model, n_heads, n_kv = case["size"]
     head_dim = d_model // n_heads
-    found = {"the MHA layer passed in": {INPUT_CHANGED: 1}}
+    found = {"the input layer": {INPUT_CHANGED: 1}}
     for key, original in case["weights"].items():
         if key.startswith(("k_proj", "v_proj")):
             found[key] = {message: _pooled(original, n_kv, head_dim, how) for message, how in POOLING_MISTAKES.items()}

@@ -109,7 +109,7 @@ def _attention_cases(generator: torch.Generator, thorough: bool, n_kv_heads: int
 def gqa_attention_cases(generator: torch.Generator, thorough: bool) -> list[dict]:
     cases = _attention_cases(generator, thorough, None)
     q, k = randn(generator, 1, 6, 3, 4).float(), randn(generator, 1, 4, 3, 4).float()  # 6 query heads, 4 key/value heads
-    return cases[:-1] + [{"kind": "raises", "q": q, "k": k, "v": k, "causal": True}, cases[-1]]
+    return cases + [{"kind": "raises", "q": q, "k": k, "v": k, "causal": True}]
 
 
 def _run_attention(fn, case) -> dict:
@@ -259,5 +259,5 @@ def run_convert(student, case) -> dict:
     unchanged = all(  # 0 when left as it was, 1 when changed (an int: the reference half names that mistake)
         torch.equal(t, case["weights"][key]) for key, t in mha.state_dict().items())
     state = converted.state_dict() if isinstance(converted, nn.Module) else {}
-    return {"the MHA layer passed in": 0 if unchanged else 1, "n_kv_heads": getattr(converted, "n_kv_heads", None),
+    return {"the input layer": 0 if unchanged else 1, "n_kv_heads": getattr(converted, "n_kv_heads", None),
             "parameters": ", ".join(sorted(state))} | dict(state)
