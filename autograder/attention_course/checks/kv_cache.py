@@ -10,7 +10,6 @@ import torch
 
 from attention_course.checks.diagnosis import run_checks
 from attention_course.exercises import kv_cache as spec
-from attention_course.exercises.kernel import kv_cache as kernel
 from attention_course.kernels import causal as causal_ref
 from attention_course.model_configs import hf_cache_bytes, llama2_7b_config, meta_model  # noqa: F401 (test cells use them)
 
@@ -40,42 +39,6 @@ def query_key_products(n_tokens: int, use_cache: bool) -> int:
     ``n_tokens`` tokens: with a cache only the newest query against every key; without, every query again."""
     n_queries = 1 if use_cache else n_tokens
     return int(causal_ref.causal_mask(n_queries, n_tokens).sum())
-
-
-# ----------------------------------------------------------------------------------------------
-# The model of the old out-of-process verdict (grading/verdicts/kv_cache.py imports these)
-# ----------------------------------------------------------------------------------------------
-
-
-class Recorder:
-    """A decoder, recording how it is called: (new tokens, with caches?) per call."""
-
-    def __init__(self, model):
-        self.model = model
-        self.calls: list[tuple[int, bool]] = []
-
-    def __getattr__(self, name):
-        return getattr(self.model, name)
-
-    def new_caches(self, batch_size, max_len):
-        return self.model.new_caches(batch_size, max_len)
-
-    def __call__(self, input_ids, caches=None):
-        self.calls.append((input_ids.shape[-1], caches is not None))
-        return self.model(input_ids, caches)
-
-
-_MODELS: dict = {}
-
-
-def reference_model(seed: int = 0):
-    """The harness's small random GPT-2 (Hugging Face weights) and the reference decoder on it, kept between calls."""
-    if seed not in _MODELS:
-        from attention_course.gpt2_forward import GPT2Decoder
-
-        hf_model = kernel.harness_gpt2(seed)
-        _MODELS[seed] = (hf_model, GPT2Decoder(hf_model))
-    return _MODELS[seed]
 
 
 __all__ = [
