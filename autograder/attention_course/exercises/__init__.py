@@ -140,10 +140,10 @@ def compare(actual, expected, named: Callable[[], Mapping[str, object]] = dict) 
 def _tensor_problem(actual, expected: torch.Tensor, named) -> str:
     if not isinstance(actual, torch.Tensor):
         return f"should return a torch.Tensor, got {getattr(actual, 'description', type(actual).__name__)}"
+    if actual.device != expected.device:
+        return (f"the output is on {actual.device} but the inputs are on {expected.device}; keep every tensor on "
+                "the device of the inputs (pass device=... when you create one)")
     if close(actual, expected):
-        if actual.device != expected.device:
-            return (f"the output is on {actual.device} but the inputs are on {expected.device}; keep every tensor on "
-                    "the device of the inputs (pass device=... when you create one)")
         if actual.dtype != expected.dtype:
             return _dtype_problem(actual, expected)
         return ""

@@ -29,7 +29,7 @@ def on_meta(value):
     return value
 
 
-def _tensors_in(value, depth: int = 0):
+def returned_tensors(value, depth: int = 0):
     """The tensors a function returned: itself, in tuples/lists/dicts, or an object's tensor attributes."""
     if depth > 2:
         return
@@ -37,16 +37,16 @@ def _tensors_in(value, depth: int = 0):
         yield value
     elif isinstance(value, (tuple, list)):
         for v in value:
-            yield from _tensors_in(v, depth + 1)
+            yield from returned_tensors(v, depth + 1)
     elif isinstance(value, dict):
         for v in value.values():
-            yield from _tensors_in(v, depth + 1)
+            yield from returned_tensors(v, depth + 1)
     elif isinstance(value, torch.nn.Module):
         yield from value.parameters()
         yield from value.buffers()
     elif hasattr(value, "__dict__") and not isinstance(value, type):
         for v in vars(value).values():
-            yield from _tensors_in(v, depth + 1)
+            yield from returned_tensors(v, depth + 1)
 
 
 def mixes_devices(error: BaseException) -> bool:
@@ -105,5 +105,5 @@ def device_problem(fn, *args, **kwargs) -> str:
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             return f"{WRONG_DEVICE} ({type(error).__name__}: {first})"
         return ""
-    elsewhere = sorted({str(t.device) for t in _tensors_in(output) if t.device.type != "meta"})
+    elsewhere = sorted({str(t.device) for t in returned_tensors(output) if t.device.type != "meta"})
     return f"{WRONG_DEVICE} (with inputs on meta, a result is on {', '.join(elsewhere)})" if elsewhere else ""

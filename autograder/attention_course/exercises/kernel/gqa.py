@@ -141,7 +141,8 @@ def _layer_configs(generator: torch.Generator, thorough: bool, n_kv_heads: int |
     if thorough:
         configs += [(64, 8, 2, True), (96, 12, 4, False), (24, 6, 6, True), (64, 16, 1, False)]
         n_heads, n_kv = _heads(generator, n_kv_heads)
-        configs.append((n_heads * integer(generator, 2, 6), n_heads, n_kv, bool(integer(generator, 0, 1))))
+        # An even head size: Hugging Face's LlamaAttention (the thorough oracle) refuses odd ones.
+        configs.append((n_heads * 2 * integer(generator, 1, 3), n_heads, n_kv, bool(integer(generator, 0, 1))))
     if n_kv_heads is not None:
         configs = list(dict.fromkeys((d, h, n_kv_heads, bias) for d, h, _, bias in configs))
     return configs
