@@ -34,9 +34,9 @@ FOOLS_STOCK_NBGRADER = ("blank_later_cells", "swallow_errors_ast", "delete_check
 # answer beside it.
 LEFT_OUT = "left out of grading, outside the answer rules: "
 NAMED = {
-    "blank_later_cells": "mask differs from the reference",
-    "blank_later_cells_plainly": "mask differs from the reference",
-    "custom_exception_handler": "mask differs from the reference",
+    "blank_later_cells": "every entry is True",
+    "blank_later_cells_plainly": "every entry is True",
+    "custom_exception_handler": "every entry is True",
     "swallow_errors_ast": LEFT_OUT + "import ast",
     "delete_checks_ast": LEFT_OUT + "import ast",
     "replace_checks": LEFT_OUT + "the name _m",

@@ -162,6 +162,8 @@ def _mask_mistakes(case) -> dict:
         STRICT: mask_variant(n_queries, n_keys, "strict"),
         LOOKAHEAD: mask_variant(n_queries, n_keys, "lookahead"),
         "the mask is inverted: True must mean *may attend*": ~mask_variant(n_queries, n_keys, "bottom_right"),
+        "every entry is True: no query may attend a key after its own position, so those entries must be False":
+            torch.ones(n_queries, n_keys, dtype=torch.bool),
         "the mask is transposed: query i (row) may attend keys j <= i + (Tk - Tq) (columns)": mask_variant(n_queries, n_keys, "transposed"),
     }}
 

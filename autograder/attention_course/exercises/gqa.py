@@ -288,7 +288,14 @@ def _convert_expected(case) -> dict:
     mha.load_state_dict(case["weights"])
     state = ref.mha_to_gqa(mha, n_kv).state_dict()
     keys = [*_CONVERTED_ORDER, *sorted(key for key in state if "bias" in key)]
-    return {"the input layer": 0, "n_kv_heads": n_kv, "parameters": ", ".join(sorted(state))} | {key: state[key] for key in keys}
+    return {"the input layer": 0, "n_kv_heads": n_kv} | {key: state[key] for key in keys}
+
+
+def _convert_judge(case, outputs) -> str:
+    d_model, n_heads, n_kv = case["size"]
+    expected = sorted(kernel.llama_shapes(d_model, n_heads, n_kv, case["bias"]))
+    theirs = str(outputs.get("parameters", "")).split(", ")
+    return "" if theirs == expected else f"the returned layer has parameters {theirs}, expected {expected}"
 
 
 def _convert_mistakes(case) -> dict:
@@ -315,5 +322,5 @@ GQA_ATTENTION = Exercise("test_gqa_attention", "gqa_attention", kernel.gqa_atten
 GROUPED_QUERY_ATTENTION = Exercise("test_module", "GroupedQueryAttention", kernel.grouped_layer_cases, kernel.run_grouped_layer,
                                    layer_expected, describe_layer(False), layer_mistakes, layout_problem)
 MHA_TO_GQA = Exercise("test_convert", "mha_to_gqa", kernel.convert_cases, kernel.run_convert, _convert_expected,
-                      _describe_convert, _convert_mistakes)
+                      _describe_convert, _convert_mistakes, _convert_judge)
 EXERCISES = (REPEAT_KV, GQA_ATTENTION, GROUPED_QUERY_ATTENTION, MHA_TO_GQA)
