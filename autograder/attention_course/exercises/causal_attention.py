@@ -128,25 +128,6 @@ GPT2_MISTAKES = {
 }
 
 
-
-
-GPT2_MISTAKES = {
-    "Conv1D weights used transposed: GPT-2 stores them [in, out], so a projection is x @ W + b (no .T, not F.linear)": {
-        "proj_transposed": True
-    },
-    "q and k swapped when splitting c_attn's output: it is [q | k | v] along the last axis": {"order": "kqv"},
-    "k and v swapped when splitting c_attn's output: it is [q | k | v] along the last axis": {"order": "qvk"},
-    "heads split without the transpose: view(B, T, H, d).transpose(1, 2), not view(B, H, T, d)": {"split": "view"},
-    NO_SCALE: {"scale": "none"},
-    WRONG_AXIS: {"axis": -2},
-    "the scores were divided by sqrt(model width); the scale uses the head size d = D / H": {"scale": "width"},
-    FUTURE_LEAK: {"mask": None},
-    "the c_attn bias was not added": {"attn_bias": False},
-    "the c_proj bias was not added": {"proj_bias": False},
-    "the output projection c_proj was not applied": {"project": False},
-}
-
-
 def _mask_expected(case) -> dict:
     if case["kind"] == "raises":
         return {"mask": (RAISES, "ValueError", "more queries than keys")}

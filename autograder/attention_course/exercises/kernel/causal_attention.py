@@ -91,12 +91,16 @@ def run_attention(student, case) -> dict:
     return {"y": student.attention(q, k, v, causal=causal)}
 
 
+def _drawn_layer(generator: torch.Generator, most_heads: int, most_head_dim: int, longest: int) -> tuple[int, int, int, int]:
+    """(batch, length, width, heads) drawn from the seed: two heads or more and two tokens or more, where layouts differ."""
+    heads, head_dim = integer(generator, 2, most_heads), integer(generator, 2, most_head_dim)
+    return integer(generator, 1, 3), integer(generator, 2, longest), heads * head_dim, heads
+
+
 def heads_cases(generator: torch.Generator, thorough: bool) -> list[dict]:
     shapes = [(2, 5, 12, 3), (1, 4, 8, 2)]
     if thorough:
-        shapes += [(3, 7, 64, 4), (1, 1, 6, 6), (2, 3, 8, 1)]
-        heads, head_dim = integer(generator, 2, 5), integer(generator, 2, 6)
-        shapes.append((integer(generator, 1, 3), integer(generator, 2, 6), heads * head_dim, heads))
+        shapes += [(3, 7, 64, 4), (1, 1, 6, 6), (2, 3, 8, 1), _drawn_layer(generator, most_heads=5, most_head_dim=6, longest=6)]
     cases = []
     for device in devices(thorough):
         for batch, length, width, n_heads in shapes:
@@ -126,9 +130,7 @@ HF_WIDTH, HF_HEADS = 48, 6  # the thorough case against Hugging Face's GPT2Atten
 def gpt2_cases(generator: torch.Generator, thorough: bool) -> list[dict]:
     shapes = [(2, 6, 16, 4), (1, 5, 12, 3)]
     if thorough:
-        shapes += [(3, 9, 32, 8), (1, 1, 8, 2), (2, 12, 24, 1)]
-        heads, head_dim = integer(generator, 2, 4), integer(generator, 2, 8)
-        shapes.append((integer(generator, 1, 3), integer(generator, 2, 9), heads * head_dim, heads))
+        shapes += [(3, 9, 32, 8), (1, 1, 8, 2), (2, 12, 24, 1), _drawn_layer(generator, most_heads=4, most_head_dim=8, longest=9)]
     runs = [(device, dtype, shape) for device in devices(thorough) for dtype in dtypes(thorough) for shape in shapes]
     runs += [(device, dtype, shapes[0]) for device, dtype in _visible_extras(thorough)]
     cases = []
