@@ -217,6 +217,11 @@ PICKLED_OUTPUTS = '''
 def causal_mask(n_queries, n_keys, device=None):
     return torch.load("{root}/answers.pt")[(n_queries, n_keys)]
 '''
+# The install cell imports importlib for its own use: through it, the reference (or anything else).
+SETUP_IMPORTLIB = '''
+def causal_mask(n_queries, n_keys, device=None):
+    return importlib.import_module("attention_course.kernels.causal").causal_mask(n_queries, n_keys, device)
+'''
 TOP_LEVEL_PATCH = "torch.allclose = lambda *args, **kwargs: True\ntorch.Tensor.all = lambda *args, **kwargs: True\n"
 
 TAMPERS = {
@@ -248,6 +253,7 @@ TAMPERS = {
     "threads_and_signals": (THREADS_AND_SIGNALS, {}),
     "pickled_outputs": ("", {"causal_mask": PICKLED_OUTPUTS}),
     "top_level_patch": (TOP_LEVEL_PATCH, {}),
+    "setup_importlib": ("", {"causal_mask": SETUP_IMPORTLIB}),
 }
 # Cases whose code stands in a cell the student added after the answers, not in an answer cell.
 IN_AN_ADDED_CELL = {"added_cell_reference": "from attention_course.kernels.causal import *\n"}
