@@ -83,13 +83,13 @@ def breakdown(course: Path, assignment: str, limits: Limits) -> tuple[float, flo
             judging += time.perf_counter() - started
             harvest_nb, _ = harvest_notebook(nb, assignment, source)
             student += _running(nb, zygote, limits)
-            harvest += _running(harvest_nb, zygote, limits)
+            harvest += _running(harvest_nb, zygote, limits, clean=True)
     return student, harvest, judging
 
 
-def _running(nb, zygote: Zygote, limits: Limits) -> float:
+def _running(nb, zygote: Zygote, limits: Limits, clean: bool = False) -> float:
     started = time.perf_counter()
-    asyncio.run(execute_notebook(nb, zygote, limits))
+    asyncio.run(execute_notebook(nb, zygote, limits, clean=clean))
     return time.perf_counter() - started
 
 
