@@ -21,7 +21,6 @@ import asyncio
 import os
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 import nbformat
@@ -29,7 +28,8 @@ import nbformat
 from attention_course.examples import build_submission, students_of
 from attention_course.grading.class_grading import WORK, grade_class
 from attention_course.grading.course import ASSIGNMENTS, assignments_in, copy_course, find_course_root, release_notebook, source_notebook
-from attention_course.grading.execute import Limits, confined, execute_notebook
+from attention_course.grading.execute import execute_notebook
+from attention_course.grading.limits import Limits, confined
 from attention_course.grading.nbgrader_steps import generate_release, nbgrader
 from attention_course.grading.verdicts.judge import apply_verdicts, harvest_notebook
 from attention_course.grading.zygote import Zygote

@@ -117,7 +117,7 @@ def _digests(folder: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     from attention_course.grading.class_grading import grade_class
-    from attention_course.grading.execute import Limits
+    from attention_course.grading.limits import Limits
 
     course = copy_course(tmp_path_factory.mktemp("course"))
     hand_in = tmp_path_factory.mktemp("lms") / "download"
@@ -271,7 +271,7 @@ def test_one_students_text_never_stops_the_class(tmp_path, monkeypatch):
 
     from class_fixtures import _append, _solved, _text
     from attention_course.grading.class_grading import grade_class
-    from attention_course.grading.execute import Limits
+    from attention_course.grading.limits import Limits
 
     _, _, solved = _solved()
     files = {

@@ -8,7 +8,8 @@ import json
 import nbformat
 import pytest
 
-from attention_course.grading.execute import Limits, confined, execute_notebook
+from attention_course.grading.execute import execute_notebook
+from attention_course.grading.limits import Limits, confined
 from attention_course.grading.harvest_kernel import loader_source
 from attention_course.grading.isolation import package_folder
 from attention_course.grading.zygote import Zygote

@@ -67,7 +67,7 @@ def _digests(folder) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def tampered(tmp_path_factory):
     from attention_course.grading.class_grading import grade_class
-    from attention_course.grading.execute import Limits
+    from attention_course.grading.limits import Limits
 
     course = copy_course(tmp_path_factory.mktemp("course"))
     hand_in = tmp_path_factory.mktemp("lms") / "download"

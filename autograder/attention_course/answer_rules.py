@@ -111,12 +111,13 @@ class Rules:
         origin = self.given.get(name)
         if origin and origin.startswith("attention_course") and origin not in self.handed_over:
             return f"{name} ({origin}): the course's own code, which an answer may not call"
-        if origin and not origin.startswith("attention_course") and not _allowed_module(origin):
+        if origin and not origin.startswith("attention_course") and not _from_an_allowed_module(origin):
             return f"{name} ({origin}): the notebook imports it for its own set-up; answers may use only {', '.join(ALLOWED_IMPORTS)}"
         return ""
 
 
-def _allowed_module(origin: str) -> bool:
+def _from_an_allowed_module(origin: str) -> bool:
+    """Whether a given name's origin (``math``, ``torch.nn.functional``, ``math.sqrt``) lies in an allowed module."""
     return any(origin == module or origin.startswith(module + ".") for module in ALLOWED_IMPORTS)
 
 

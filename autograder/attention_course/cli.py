@@ -44,7 +44,7 @@ def _grade_notebook(args) -> int:
 
 def _grade(args) -> int:
     from attention_course.grading.class_grading import grade_class
-    from attention_course.grading.execute import Limits
+    from attention_course.grading.limits import Limits
     from attention_course.grading.summary import render, save_figure
 
     root = find_course_root()

@@ -38,7 +38,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from attention_course.kernels.causal import attention
 from attention_course.kernels.gqa import gqa_attention, repeat_kv
 from attention_course.kernels.kv_cache import kv_cache_bytes
-from attention_course.memory import tensors_in
+from attention_course.exercises.kernel.allocations import tensors_in
 from attention_course.timing import synchronize
 
 PATHS = {

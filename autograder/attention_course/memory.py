@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from attention_course.exercises.kernel.allocations import NewStorages, tensors_in
+from attention_course.exercises.kernel.allocations import NewStorages
 from attention_course.timing import synchronize
 
 

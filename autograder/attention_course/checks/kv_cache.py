@@ -6,8 +6,6 @@ multi-token updates after a prefix, float16 / bfloat16 throughout, Hugging Face 
 Each check isolates its exercise: ``cached_gpt2_attention`` is run with the harness's cache, and
 ``greedy_generate`` with the harness's model, so that one mistake costs one exercise."""
 
-import torch
-
 from attention_course.checks.diagnosis import run_checks
 from attention_course.exercises import kv_cache as spec
 from attention_course.kernels import causal as causal_ref

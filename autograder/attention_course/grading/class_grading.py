@@ -22,7 +22,7 @@ import nbformat
 from attention_course.grading.cells import grade_id, is_test_cell, neutralise_hidden_test_markers
 from attention_course.grading.collect import Entry, answer_ids, collect, place, restore_originals, snapshot
 from attention_course.grading.course import ASSIGNMENTS, source_notebook
-from attention_course.grading.execute import Limits, confined
+from attention_course.grading.limits import Limits, confined
 from attention_course.grading.nbgrader_plugin import (EXECUTED_AUTOGRADE_PREPROCESSORS, EXECUTED_ENV, code_of, executed_path,
                                                      execute_with_harvest)
 from attention_course.grading.nbgrader_steps import (NbgraderFailed, as_option, failures_by_student, generate_release, nbgrader,

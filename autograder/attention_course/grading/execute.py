@@ -10,11 +10,7 @@ import os
 import re
 import shutil
 import signal
-import stat
-import sys
 import tempfile
-from dataclasses import dataclass, replace
-from pathlib import Path
 
 import nbformat
 from jupyter_client.manager import AsyncKernelManager
@@ -23,50 +19,8 @@ from nbclient.exceptions import DeadKernelError
 from traitlets import Any
 
 from attention_course.grading.cells import is_test_cell
-from attention_course.grading.isolation import isolation_possible
+from attention_course.grading.limits import Limits
 from attention_course.grading.zygote import KERNEL_LOG
-
-
-@dataclass(frozen=True)
-class Limits:
-    cell_seconds: int = 120
-    notebook_seconds: int = 600
-    output_bytes: int = 1_000_000  # per cell
-    memory_bytes: int | None = 8 * 2**30
-    # When the grader runs as root, each kernel runs as its own unprivileged user (uids from here on).
-    first_uid: int | None = 61000
-    threads: int | None = None  # torch threads per kernel; grade_class shares the cores among its workers
-    # Namespaces of its own for each kernel, and a file system of an allow-list (needs root; see ``isolation``).
-    isolate: bool = False
-
-
-def confined(limits: Limits) -> tuple[Limits, list[str]]:
-    """The limits as this machine can enforce them, and notes on what it cannot."""
-    limits = replace(limits, isolate=isolation_possible())
-    if limits.first_uid is not None and not separate_users_possible():
-        limits = replace(limits, first_uid=None)
-    if limits.isolate:
-        return limits, []
-    return limits, ["kernels ran without isolation (namespaces need root on Linux): student code could read and write "
-                    "the grader's files and use the network; submitted files are checked and restored"]
-
-
-def separate_users_possible() -> bool:
-    """Kernels can run as users of their own only when the grader is root and other users can
-    reach this Python (its standard library and site-packages)."""
-    if os.getuid() != 0:
-        return False
-    import attention_course
-
-    for place in (sys.base_prefix, sys.prefix, os.path.dirname(attention_course.__file__)):
-        path = os.path.realpath(place)
-        while True:
-            if not os.stat(path).st_mode & stat.S_IXOTH:
-                return False
-            if path == os.path.dirname(path):
-                break
-            path = os.path.dirname(path)
-    return True
 
 
 class ForkedProcess:

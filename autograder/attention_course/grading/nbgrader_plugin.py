@@ -20,7 +20,8 @@ from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import NbGraderPreprocessor
 
 from attention_course.grading.course import source_notebook
-from attention_course.grading.execute import Limits, confined, execute_notebook, mark_unfinished_tests
+from attention_course.grading.execute import execute_notebook, mark_unfinished_tests
+from attention_course.grading.limits import Limits, confined
 
 EXECUTED_ENV = "ATTENTION_COURSE_EXECUTED"
 

@@ -20,7 +20,7 @@ import nbformat
 from nbclient import NotebookClient
 
 from attention_course.grading.cells import ItemResult, grade_id, is_solution_cell, test_results
-from attention_course.grading.course import ASSIGNMENTS, assignment_of
+from attention_course.grading.course import ASSIGNMENTS
 
 CELL_TIMEOUT = 120
 
