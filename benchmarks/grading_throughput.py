@@ -25,7 +25,7 @@ from pathlib import Path
 
 import nbformat
 
-from attention_course.examples import build_submission, students_of
+from attention_course.grading.examples import build_submission, students_of
 from attention_course.grading.class_grading import WORK, grade_class
 from attention_course.grading.course import ASSIGNMENTS, assignments_in, copy_course, find_course_root, release_notebook, source_notebook
 from attention_course.grading.execute import execute_notebook

@@ -6,7 +6,7 @@ import json
 
 import nbformat
 
-from attention_course.examples import Student, build_submission, students_of
+from attention_course.grading.examples import Student, build_submission, students_of
 from attention_course.grading.cells import grade_id
 from course_copy import ROOT
 

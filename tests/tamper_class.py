@@ -9,7 +9,7 @@ directory, a scratch file and the student's hand-in file."""
 
 import nbformat
 
-from attention_course.examples import Student, build_submission
+from attention_course.grading.examples import Student, build_submission
 from attention_course.grading.cells import grade_id, is_solution_cell
 from course_copy import ROOT
 

@@ -7,7 +7,7 @@ import nbformat
 import pytest
 
 from attention_course.answer_rules import Rules, read_cell
-from attention_course.examples import build_submission, students_of
+from attention_course.grading.examples import build_submission, students_of
 from attention_course.grading.cells import is_harvest_cell
 from attention_course.grading.course import ASSIGNMENTS, release_notebook, source_notebook
 from attention_course.answer_rules import accepted_code

@@ -20,7 +20,7 @@ from attention_course.grading.harvest_kernel import KERNEL_HALF, kernel_modules
 from attention_course.grading.verdicts.quiz import is_quiz_cell
 from course_copy import ROOT
 
-SHARED = {"checks": {"diagnosis", "quiz"}, "grading.verdicts": {"judge", "quiz"}, "examples": set(), "kernels": set(),
+SHARED = {"checks": {"diagnosis", "quiz"}, "grading.verdicts": {"judge", "quiz"}, "grading.examples": set(), "kernels": set(),
           "exercises": {"kernel"}, "exercises.kernel": {"allocations", "devices", "draw", "harvest", "plain_data"}}
 # What a kernel half may import besides the package's kernel halves and its assignment's hand-overs.
 KERNEL_HALF_LIBRARIES = {"torch", "numpy", "IPython", "math", "transformers", "weakref", "copy", "re", "os", "json", "signal",
@@ -36,7 +36,7 @@ def _modules(package: str) -> set[str]:
 def test_an_assignment_is_registered_whole(record):
     assert source_notebook(ROOT, record.id).is_file() and release_notebook(ROOT, record.id).is_file()
     importlib.import_module(f"attention_course.checks.{record.topic}")
-    assert importlib.import_module(f"attention_course.examples.{record.topic}").STUDENTS
+    assert importlib.import_module(f"attention_course.grading.examples.{record.topic}").STUDENTS
     source = nbformat.read(source_notebook(ROOT, record.id), as_version=4)
     code_items = {grade_id(c) for c in source.cells if is_test_cell(c) and not is_quiz_cell(c)}
     if record.kernels is None:

@@ -6,7 +6,7 @@ import html
 
 import pytest
 
-from attention_course.examples import students_of
+from attention_course.grading.examples import students_of
 from attention_course.grading.course import ASSIGNMENTS, assignments_in
 from attention_course.grading.example_class import run_example_class
 from attention_course.grading.selfgrade import grade_notebook
@@ -74,7 +74,7 @@ def test_self_grading_agrees_with_nbgrader(graded_class, assignment, student):
 
 
 def test_every_example_edit_applies_once():
-    from attention_course.examples import build_submission
+    from attention_course.grading.examples import build_submission
     import nbformat
 
     for assignment in assignments_in(ROOT):

@@ -7,7 +7,7 @@ import nbformat
 import pytest
 
 from attention_course.cli import main
-from attention_course.examples import Student, build_submission
+from attention_course.grading.examples import Student, build_submission
 from attention_course.grading.cells import grade_id, is_test_cell
 from attention_course.grading.selfgrade import grade_notebook, with_instructor_cells
 from course_copy import ROOT

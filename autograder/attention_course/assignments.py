@@ -5,7 +5,7 @@ badges use them), the module of reference solutions its exercises have (``kernel
 calling it from an answer is a shortcut), and what its set-up cell hands to the student. Everything
 else follows from the notebook's stem, ``topic``: its checks (``checks/<topic>.py``), its
 exercises' specs (``exercises/<topic>.py`` and their kernel halves ``exercises/kernel/<topic>.py``,
-for assignments with code exercises) and its example class (``examples/<topic>.py``). The harvest
+for assignments with code exercises) and its example class (``grading/examples/<topic>.py``). The harvest
 kernel gets the kernel halves and the handed-over objects, nothing else of the package. ``tests/test_assignment_record.py`` fails when any of
 them is missing, or when a module of those folders belongs to no record.
 """

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import nbformat
 
-from attention_course.examples import Student, build_submission, students_of
+from attention_course.grading.examples import Student, build_submission, students_of
 from attention_course.grading.course import ASSIGNMENTS, assignments_in, release_notebook, source_notebook
 from attention_course.grading.nbgrader_steps import generate_release, nbgrader, stored_grades
 

@@ -1,6 +1,6 @@
 """The example class of 04_gqa."""
 
-from attention_course.examples import Replace, Student
+from attention_course.grading.examples import Replace, Student
 
 STUDENTS = [
     Student("solution", "the instructor's solution as is"),

@@ -1,6 +1,6 @@
 """The example class of 05_quiz: the study notebook's own wrong answers, one student each way."""
 
-from attention_course.examples import Replace, Student
+from attention_course.grading.examples import Replace, Student
 
 ALL_ANSWERS = (
     "q1a_what_mqa_changes", "q1b_why_decoding_is_faster", "kv_params_mha", "kv_params_mqa", "q2c_mha_kv_params",

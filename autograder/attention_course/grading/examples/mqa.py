@@ -1,6 +1,6 @@
 """The example class of 03_mqa."""
 
-from attention_course.examples import Replace, Student
+from attention_course.grading.examples import Replace, Student
 
 ROWS_PRODUCT = "scores = rows @ k.transpose(-2, -1) / math.sqrt(head_dim)  # [B, 1, H*Tq, Tk]"
 

@@ -1,6 +1,6 @@
 """The example class of 02_kv_cache."""
 
-from attention_course.examples import Replace, Student
+from attention_course.grading.examples import Replace, Student
 
 RETURN_VIEWS = "return self.keys[:, :, :end], self.values[:, :, :end]"
 ATTEND = "y = attention(q, k_all, v_all, causal=True)"

@@ -34,7 +34,7 @@ class Student:
 
 def students_of(assignment: str) -> list[Student]:
     """The example class of an assignment: module ``examples.<notebook name>``, list ``STUDENTS``."""
-    module = importlib.import_module(f"attention_course.examples.{Path(ASSIGNMENTS[assignment]).stem}")
+    module = importlib.import_module(f"attention_course.grading.examples.{Path(ASSIGNMENTS[assignment]).stem}")
     return module.STUDENTS
 
 

@@ -1,6 +1,6 @@
 """The example class of 01_causal_attention."""
 
-from attention_course.examples import Replace, Student
+from attention_course.grading.examples import Replace, Student
 
 SCALE = " / math.sqrt(q.shape[-1])"
 NOT_SCALED = "were not scaled"
