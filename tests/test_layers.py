@@ -12,7 +12,8 @@ PACKAGE = Path(attention_course.__file__).parent
 # From the bottom up; a module belongs to the first prefix it matches.
 LAYERS = [
     ("the course's data and reference kernels", ("attention_course.runtime", "attention_course.timing",
-                                                 "attention_course.assignments", "attention_course.kernels")),
+                                                 "attention_course.assignments", "attention_course.tolerances",
+                                                 "attention_course.kernels")),
     ("models, oracles and measurements", ("attention_course.hf_compat", "attention_course.models", "attention_course.model_configs",
                                           "attention_course.gpt2_forward", "attention_course.memory",
                                           "attention_course.decode_attention", "attention_course.decode_latency",

@@ -40,6 +40,7 @@ from attention_course.kernels.gqa import gqa_attention, repeat_kv
 from attention_course.kernels.kv_cache import kv_cache_bytes
 from attention_course.exercises.kernel.allocations import tensors_in
 from attention_course.timing import synchronize
+from attention_course.tolerances import tolerance
 
 PATHS = {
     "grouped": "gqa_attention: a group's query heads as the rows of one matrix product (no copy of k, v)",
@@ -225,11 +226,6 @@ class DecodePoint:
         return self.cache_bytes / self.seconds if self.seconds > 0 else math.inf
 
 
-def tolerance(dtype: torch.dtype) -> dict:
-    return {torch.float16: dict(rtol=2e-3, atol=2e-3), torch.bfloat16: dict(rtol=2e-2, atol=2e-2)}.get(
-        dtype, dict(rtol=1e-4, atol=1e-5))
-
-
 def measure_decode_attention(
     n_heads: int,
     kv_heads: Sequence[int],
@@ -262,7 +258,7 @@ def measure_decode_attention(
                 expected = gqa_attention(*copies[0], causal=False)
                 for path in paths:
                     step = decode_step(path)
-                    torch.testing.assert_close(step(*copies[0]), expected, **tolerance(dtype),
+                    torch.testing.assert_close(step(*copies[0]), expected, **tolerance(dtype, expected, rounded_twice=True),
                                                msg=lambda m: f"{path}, G={n_kv_heads}, T={context}: {m}")
                     configs.append((n_kv_heads, path, step, copies))
         times, calls, cursor = {}, {}, {}

@@ -19,30 +19,9 @@ import torch
 from attention_course.assignments import BY_ID
 from attention_course.exercises.kernel.draw import RAISES
 from attention_course.exercises.kernel.plain_data import decode
+from attention_course.tolerances import close
 
 Case = dict  # the inputs of one call, drawn from the seed: tensors and plain values
-
-# (atol, rtol) against a float64 reference cast to the dtype under test.
-TOLERANCES = {
-    torch.float64: (1e-10, 1e-7),
-    torch.float32: (2e-5, 1e-4),
-    torch.float16: (2e-3, 2e-3),
-    torch.bfloat16: (2e-2, 2e-2),
-}
-LOW_PRECISION = (torch.float16, torch.bfloat16)
-
-
-def close(actual: torch.Tensor, expected: torch.Tensor) -> bool:
-    if actual.shape != expected.shape:
-        return False
-    atol, rtol = TOLERANCES.get(actual.dtype, TOLERANCES[torch.float32])
-    if actual.dtype == torch.bool or expected.dtype == torch.bool:
-        return bool((actual.bool() == expected.bool()).all())
-    if actual.dtype in LOW_PRECISION:
-        atol *= max(1.0, expected.abs().max().item())
-    actual, expected = actual.double().cpu(), expected.double().cpu()
-    return torch.allclose(actual, expected, atol=atol, rtol=rtol, equal_nan=True)
-
 
 @dataclass(frozen=True)
 class Exercise:
@@ -143,17 +122,15 @@ def _tensor_problem(actual, expected: torch.Tensor, named) -> str:
     if actual.device != expected.device:
         return (f"the output is on {actual.device} but the inputs are on {expected.device}; keep every tensor on "
                 "the device of the inputs (pass device=... when you create one)")
+    if actual.dtype != expected.dtype:
+        return _dtype_problem(actual, expected)
     if close(actual, expected):
-        if actual.dtype != expected.dtype:
-            return _dtype_problem(actual, expected)
         return ""
     mistake = _matching_mistake(actual, named)
     if mistake:
         return mistake
     if actual.shape != expected.shape:
         return f"output shape {tuple(actual.shape)}, expected {tuple(expected.shape)}"
-    if actual.dtype != expected.dtype:
-        return _dtype_problem(actual, expected)
     if actual.dtype == torch.bool or not actual.is_floating_point():
         wrong = (actual.cpu() != expected.cpu()).nonzero()
         return f"{len(wrong)} entries differ, first at index {tuple(wrong[0].tolist())}"
