@@ -11,10 +11,6 @@ c = get_config()  # noqa: F821 (provided by nbgrader)
 c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
 c.CourseDirectory.course_id = "attention-course"
 
-# A finite limit per cell, so that an endless loop costs one cell, not the whole grading run.
-c.Execute.timeout = 120
-c.Execute.interrupt_on_timeout = True
-
 # A test cell deleted by a student is put back (and run) instead of giving free points or
 # leaving the notebook "needing manual grading" forever.
 c.OverwriteCells.add_missing_cells = True
@@ -35,3 +31,8 @@ c.GenerateFeedback.preprocessors = FEEDBACK_PREPROCESSORS
 from attention_course.grading.nbgrader_plugin import AUTOGRADE_PREPROCESSORS  # noqa: E402
 
 c.Autograde.autograde_preprocessors = AUTOGRADE_PREPROCESSORS
+
+# The limits of each notebook's kernel, for autograde and the grade command alike (the defaults are
+# attention_course/grading/limits.py's: 120 s per cell, so that an endless loop costs one cell and not
+# the grading run; 600 s per notebook; 1 MB of output per cell; 8 GiB of memory). For example:
+# c.ConfinedExecute.cell_seconds = 300

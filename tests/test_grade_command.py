@@ -332,3 +332,36 @@ def test_one_students_text_never_stops_the_class(tmp_path, monkeypatch):
     assert third["pasted"].score == 0 and "could not run this notebook (RuntimeError: the grader broke)" in third["pasted"].status
     assert {s: r.score for s, r in third.items() if s != "pasted"} == {s: 20 for s in by if s != "pasted"}
     assert (course / "grades.csv").is_file()
+
+
+def test_the_limits_are_configured_in_nbgrader_config(tmp_path):
+    from attention_course.grading.limits import Limits
+    from attention_course.grading.nbgrader_plugin import configured_limits
+
+    course = copy_course(tmp_path / "course")
+    assert configured_limits(course) == Limits()  # the defaults, in one place
+    with open(course / "nbgrader_config.py", "a") as config:
+        config.write("\nc.ConfinedExecute.cell_seconds = 7\nc.ConfinedExecute.memory_bytes = None\n")
+    assert configured_limits(course) == Limits(cell_seconds=7, memory_bytes=None)
+
+
+@slow
+def test_a_cell_time_out_set_in_nbgrader_config_takes_effect(tmp_path):
+    """Plain ``nbgrader autograde`` with the course's configuration and a setting of its own: a cell
+    that never ends is stopped after the configured time, not the default's."""
+    from class_fixtures import NOTEBOOK, _append, _solved
+    from attention_course.grading.nbgrader_steps import generate_release, nbgrader
+
+    course = copy_course(tmp_path / "course")
+    with open(course / "nbgrader_config.py", "a") as config:
+        config.write("\nc.ConfinedExecute.cell_seconds = 3\n")
+    generate_release(course, ASSIGNMENT)  # registers the assignment in the course's gradebook
+    _, _, solved = _solved()
+    folder = course / "submitted" / "looper" / ASSIGNMENT
+    folder.mkdir(parents=True)
+    nbformat.write(_append(solved, "attention", "while True:\n    pass"), folder / NOTEBOOK)
+    nbgrader(course, "autograde", ASSIGNMENT, "--force")
+    graded = nbformat.read(course / "autograded" / "looper" / ASSIGNMENT / NOTEBOOK, as_version=4)
+    errors = [output.get("evalue", "") for cell in graded.cells for output in cell.get("outputs", [])
+              if output.get("output_type") == "error"]
+    assert any("ran longer than 3 s" in error for error in errors), errors

@@ -43,13 +43,20 @@ def _grade_notebook(args) -> int:
 
 
 def _grade(args) -> int:
+    from dataclasses import replace
+
     from attention_course.grading.class_grading import grade_class
-    from attention_course.grading.limits import Limits
+    from attention_course.grading.nbgrader_plugin import configured_limits
     from attention_course.grading.summary import render, save_figure
 
     root = find_course_root()
-    limits = Limits(cell_seconds=args.cell_timeout, notebook_seconds=args.notebook_timeout,
-                    memory_bytes=args.memory_mb * 2**20 if args.memory_mb else None)
+    limits = configured_limits(root)  # nbgrader_config.py's, then what the command line says
+    if args.cell_timeout is not None:
+        limits = replace(limits, cell_seconds=args.cell_timeout)
+    if args.notebook_timeout is not None:
+        limits = replace(limits, notebook_seconds=args.notebook_timeout)
+    if args.memory_mb is not None:
+        limits = replace(limits, memory_bytes=args.memory_mb * 2**20 or None)
     result = grade_class(root, args.assignment, Path(args.submissions), workers=args.workers, limits=limits,
                          id_patterns=tuple(args.id_pattern), only_student=args.student)
     print(render(result, args.workers or os.cpu_count() or 1))
@@ -79,9 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     grade_class.add_argument("--id-pattern", action="append", default=[],
                              help="a regular expression with a group (?P<student>...) matched against each file's path "
                                   "inside SUBMISSIONS; tried before the built-in patterns (repeatable)")
-    grade_class.add_argument("--cell-timeout", type=int, default=120, help="seconds per cell (default 120)")
-    grade_class.add_argument("--notebook-timeout", type=int, default=600, help="seconds per notebook (default 600)")
-    grade_class.add_argument("--memory-mb", type=int, default=8192, help="memory limit of each notebook's kernel (default 8192; 0: none)")
+    grade_class.add_argument("--cell-timeout", type=int, help="seconds per cell (default: c.ConfinedExecute.cell_seconds of "
+                             "nbgrader_config.py, else 120)")
+    grade_class.add_argument("--notebook-timeout", type=int, help="seconds per notebook (default: c.ConfinedExecute.notebook_seconds, "
+                             "else 600)")
+    grade_class.add_argument("--memory-mb", type=int, help="memory limit of each notebook's kernel in MiB, 0 for none (default: "
+                             "c.ConfinedExecute.memory_bytes, else 8 GiB)")
     grade_class.set_defaults(run=_grade)
 
     grade = commands.add_parser(

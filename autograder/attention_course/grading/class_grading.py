@@ -18,12 +18,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import nbformat
+from nbgrader.utils import setenv
 
 from attention_course.grading.cells import grade_id, is_test_cell, neutralise_hidden_test_markers
 from attention_course.grading.collect import Entry, answer_ids, collect, place, restore_originals, snapshot
 from attention_course.grading.course import ASSIGNMENTS, source_notebook
 from attention_course.grading.limits import Limits, confined
-from attention_course.grading.nbgrader_plugin import (EXECUTED_AUTOGRADE_PREPROCESSORS, EXECUTED_ENV, code_of, executed_path,
+from attention_course.grading.nbgrader_plugin import (EXECUTED_AUTOGRADE_PREPROCESSORS, code_of, configured_limits, executed_path,
                                                      execute_with_harvest)
 from attention_course.grading.nbgrader_steps import (NbgraderFailed, as_option, failures_by_student, generate_release, nbgrader,
                                                     stored_grades)
@@ -165,15 +166,13 @@ def _store_grades(root: Path, assignment: str, entries: list[Entry], selection: 
     said: dict[str, list[str]] = {}
     notebook_name = ASSIGNMENTS[assignment]
     graded = [e.student for e in entries if (root / "submitted" / e.student / assignment / notebook_name).is_file()]
-    os.environ[EXECUTED_ENV] = str(work / "executed")
     try:
         nbgrader(root, "autograde", assignment, "--force", *selection,
-                 as_option("Autograde.autograde_preprocessors", EXECUTED_AUTOGRADE_PREPROCESSORS))
+                 as_option("Autograde.autograde_preprocessors", EXECUTED_AUTOGRADE_PREPROCESSORS),
+                 f"--UseExecuted.executed_folder={work / 'executed'}")
         failed = {}
     except NbgraderFailed as error:
         failed = failures_by_student(error.log, assignment)
-    finally:
-        del os.environ[EXECUTED_ENV]
     for entry in entries:
         if entry.student not in graded:
             _record_zero(root, assignment, entry.student)
@@ -206,7 +205,7 @@ def _pass_rates(root: Path, assignment: str, students: list[StudentResult]) -> d
             for cell in source.cells if is_test_cell(cell)}
 
 
-def grade_class(root: Path, assignment: str, submissions: Path, workers: int | None = None, limits: Limits = Limits(),
+def grade_class(root: Path, assignment: str, submissions: Path, workers: int | None = None, limits: Limits | None = None,
                 id_patterns: tuple[str, ...] = (), only_student: str | None = None) -> ClassResult:
     started = time.perf_counter()
     root, submissions = Path(root).resolve(), Path(submissions)
@@ -229,16 +228,16 @@ def grade_class(root: Path, assignment: str, submissions: Path, workers: int | N
         selection = _only(root, assignment, set(results))
         jobs = _prepare(root, assignment, entries, results, selection, work)
 
-        limits, cannot = confined(limits)
+        limits, cannot = confined(limits or configured_limits(root))  # by default what nbgrader_config.py sets
         notes += cannot
         if limits.threads is None:
             limits = replace(limits, threads=max(1, (os.cpu_count() or 1) // workers))
-        os.environ.setdefault("NBGRADER_EXECUTION", "autograde")
         source_nb = nbformat.read(source_notebook(root, assignment), as_version=4)
         # Where kernels are not isolated, their code could change the grader's files: kept and put back.
         kept = {folder: snapshot(folder) for folder in (root / "submitted", root / "gradebook.db")}
         written: dict[Path, bytes] = {}
-        statuses = asyncio.run(_execute_all(jobs, workers, limits, zygote, assignment, source_nb, written))
+        with setenv(NBGRADER_EXECUTION="autograde"):  # what nbgrader's autograde tells a notebook, while it runs
+            statuses = asyncio.run(_execute_all(jobs, workers, limits, zygote, assignment, source_nb, written))
     changed = restore_originals(submissions, originals)
     changed += [path for folder, files in kept.items() for path in restore_originals(folder, files)]
     changed += restore_originals(work / "executed", written)

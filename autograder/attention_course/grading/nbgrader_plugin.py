@@ -12,19 +12,17 @@ nbgrader itself scores the notebook and stores the grades in its gradebook."""
 
 import asyncio
 import atexit
-import os
 from pathlib import Path
 
 import nbformat
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import NbGraderPreprocessor
+from traitlets import Integer, Unicode
+from traitlets.config.loader import PyFileConfigLoader
 
 from attention_course.grading.course import source_notebook
 from attention_course.grading.execute import execute_notebook, mark_unfinished_tests
 from attention_course.grading.limits import Limits, confined
-
-EXECUTED_ENV = "ATTENTION_COURSE_EXECUTED"
-
 
 def executed_path(folder: Path, student: str, assignment: str, notebook: str) -> Path:
     return Path(folder) / student / assignment / f"{notebook}.ipynb"
@@ -43,9 +41,12 @@ def _source(preprocessor: NbGraderPreprocessor, assignment: str):
 
 
 class UseExecuted(NbGraderPreprocessor):
+    executed_folder = Unicode(help="The folder of the notebooks the grade command executed "
+                                   "(<student>/<assignment>/<notebook>.ipynb), which nbgrader scores").tag(config=True)
+
     def preprocess(self, nb, resources):
         info = resources["nbgrader"]
-        path = executed_path(os.environ[EXECUTED_ENV], info["student"], info["assignment"], info["notebook"])
+        path = executed_path(self.executed_folder, info["student"], info["assignment"], info["notebook"])
         if path.is_file():
             executed = nbformat.read(path, as_version=4)
             if code_of(executed) == code_of(nb):
@@ -84,10 +85,23 @@ async def execute_with_harvest(nb, assignment: str, source_nb, zygote, limits: L
 
 
 class ConfinedExecute(NbGraderPreprocessor):
+    """Runs the notebook, then its harvest notebook, each in a confined kernel within these limits
+    (``c.ConfinedExecute.cell_seconds = 300`` in ``nbgrader_config.py``; the grade command reads the
+    same settings). The defaults are ``grading.limits.Limits``'s."""
+
+    cell_seconds = Integer(Limits.cell_seconds, help="Seconds a cell may run; then it is interrupted and fails").tag(config=True)
+    notebook_seconds = Integer(Limits.notebook_seconds, help="Seconds the whole notebook may run; then it stops").tag(config=True)
+    output_bytes = Integer(Limits.output_bytes, help="Bytes of output kept per cell; the rest is cut").tag(config=True)
+    memory_bytes = Integer(Limits.memory_bytes, allow_none=True,
+                           help="Bytes of memory a kernel may use (None: no limit)").tag(config=True)
+
+    def limits(self) -> Limits:
+        return Limits(cell_seconds=self.cell_seconds, notebook_seconds=self.notebook_seconds, output_bytes=self.output_bytes,
+                      memory_bytes=self.memory_bytes)
+
     def preprocess(self, nb, resources):
         assignment = resources["nbgrader"]["assignment"]
-        os.environ.setdefault("NBGRADER_EXECUTION", "autograde")
-        limits, cannot = confined(Limits())
+        limits, cannot = confined(self.limits())
         for note in cannot:
             self.log.warning(note)
         status = asyncio.run(execute_with_harvest(nb, assignment, _source(self, assignment), _zygote(), limits,
@@ -95,6 +109,12 @@ class ConfinedExecute(NbGraderPreprocessor):
         if status != "ok":
             self.log.warning("%s: %s", resources["nbgrader"]["student"], status)
         return nb, resources
+
+
+def configured_limits(root: Path) -> Limits:
+    """The limits the course's ``nbgrader_config.py`` sets for ``ConfinedExecute`` (its defaults where it sets none)."""
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
+    return ConfinedExecute(config=config).limits()
 
 
 class ApplyVerdicts(NbGraderPreprocessor):
