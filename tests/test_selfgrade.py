@@ -233,3 +233,44 @@ def test_the_verdicts_use_the_same_rule():
         cell = _test_cell(*outputs)
         assert _passed_in_process(cell) == (not failed(cell))
         assert failed(cell) == any(o.output_type == "error" or (o.output_type == "stream" and o.name == "stderr") for o in outputs)
+
+
+def _graded_with(tmp_path, submission, source, cell_timeout=None):
+    """Self-grade ``submission`` against ``source`` (an instructor notebook in an assignment's folder)."""
+    folder = tmp_path / ASSIGNMENT
+    folder.mkdir(exist_ok=True)
+    nbformat.write(source, folder / SOURCE.name)
+    nbformat.write(submission, tmp_path / SOURCE.name)
+    return grade_notebook(tmp_path / SOURCE.name, folder / SOURCE.name, cell_timeout=cell_timeout)
+
+
+def test_a_test_cell_that_writes_to_stderr_scores_zero(tmp_path, solved):
+    """As nbgrader scores it: a warning, or a print to stderr, in a test cell costs its points."""
+    submission, source = solved
+    writes = {"test_causal_mask": 'import warnings\nwarnings.warn("deprecated")',
+              "test_attention": 'import sys\nprint("to stderr", file=sys.stderr)'}
+    for cell in source.cells:
+        if grade_id(cell) in writes:
+            cell.source += "\n" + writes[grade_id(cell)]
+    report = _graded_with(tmp_path, submission, source)
+    lost = {item.grade_id: item.message for item in report.items if item.points < item.max_points}
+    assert report.points == 16 and set(lost) == set(writes)
+    assert "stderr" in lost["test_attention"] and "to stderr" in lost["test_attention"]
+
+
+def test_a_dead_kernel_costs_the_items_it_did_not_reach(tmp_path, solved):
+    submission, source = solved
+    at = next(i for i, cell in enumerate(submission.cells) if grade_id(cell) == "test_heads")
+    submission.cells.insert(at, nbformat.v4.new_code_cell("import os\nos._exit(1)"))
+    report = _graded_with(tmp_path, submission, source)
+    assert "kernel died" in report.status and "kernel died" in report.render()
+    earned = {item.grade_id for item in report.items if item.points == item.max_points}
+    assert earned == {"test_causal_mask", "test_attention_weights", "test_attention"}
+    assert all("TestNotRun" in item.message for item in report.items if item.grade_id not in earned)
+
+
+def test_a_cell_past_the_time_out_is_interrupted(tmp_path, solved):
+    submission, source = solved
+    submission.cells.insert(3, nbformat.v4.new_code_cell("while True:\n    pass"))
+    report = _graded_with(tmp_path, submission, source, cell_timeout=6)
+    assert "ran longer than 6 s" in report.status and report.points == 20
