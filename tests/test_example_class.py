@@ -3,13 +3,14 @@ feedback names each mistake, and self-grading agrees with nbgrader point for poi
 
 import csv
 import html
+import time
 
 import pytest
 
 from attention_course.grading.examples import students_of
 from attention_course.grading.course import ASSIGNMENTS, assignments_in
 from attention_course.grading.example_class import run_example_class
-from attention_course.grading.selfgrade import grade_notebook
+from attention_course.grading.selfgrade import grade_notebooks
 from course_copy import ROOT, copy_course
 
 pytestmark = pytest.mark.nbgrader
@@ -59,18 +60,36 @@ def test_grades_are_exported(graded_class):
         assert exported[(r.assignment, r.student.name)] == r.score
 
 
-@pytest.mark.parametrize("assignment,student", [
-    ("01_causal_attention", "solution"), ("01_causal_attention", "untouched"), ("01_causal_attention", "no_scale"),
-    ("01_causal_attention", "top_left_mask"), ("02_kv_cache", "top_left_prefill"), ("03_mqa", "shared_queries"),
-    ("04_gqa", "modulo_groups"), ("05_quiz", "seed_cache_formula"),
-])
-def test_self_grading_agrees_with_nbgrader(graded_class, assignment, student):
+def _item_points(course, assignment: str, students: list[str]) -> dict[str, dict[str, tuple[float, float]]]:
+    """nbgrader's stored points per item: {student: {test cell: (score, max score)}}."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        return {student: {grade.name: (grade.score, grade.max_score)
+                          for notebook in gradebook.find_submission(assignment, student).notebooks for grade in notebook.grades}
+                for student in students}
+
+
+def test_self_grading_agrees_with_nbgrader_on_every_example(graded_class):
+    """``grade-notebook`` (the same files nbgrader graded, the same instructor notebooks) gives every
+    example student of every assignment nbgrader's total and nbgrader's points on each item."""
     course, results = graded_class
-    nbgrader_result = next(r for r in results if r.assignment == assignment and r.student.name == student)
-    submitted = course / "submitted" / student / assignment / ASSIGNMENTS[assignment]
-    report = grade_notebook(submitted, course / "source" / assignment / ASSIGNMENTS[assignment])
-    assert report.points == nbgrader_result.score
-    assert {item.grade_id for item in report.items if item.message} == set(nbgrader_result.lost)
+    pairs = [(course / "submitted" / r.student.name / r.assignment / ASSIGNMENTS[r.assignment],
+              course / "source" / r.assignment / ASSIGNMENTS[r.assignment]) for r in results]
+    started = time.perf_counter()
+    reports = grade_notebooks(pairs)  # one zygote, as many notebooks at once as there are cores
+    print(f"self-graded {len(pairs)} example submissions in {time.perf_counter() - started:.0f} s")
+    stored = {a: _item_points(course, a, [r.student.name for r in results if r.assignment == a])
+              for a in dict.fromkeys(r.assignment for r in results)}
+    disagree = []
+    for r, report in zip(results, reports):
+        by_nbgrader = stored[r.assignment][r.student.name]
+        by_self = {item.grade_id: (item.points, item.max_points) for item in report.items}
+        if report.status != "ok" or report.points != r.score or by_self != by_nbgrader:
+            differ = {k: (by_self.get(k), by_nbgrader.get(k)) for k in {*by_self, *by_nbgrader} if by_self.get(k) != by_nbgrader.get(k)}
+            disagree.append(f"{r.assignment}/{r.student.name}: {report.points:g} vs nbgrader's {r.score:g} "
+                            f"(status {report.status!r}; item: (self, nbgrader) {differ})")
+    assert not disagree, "\n".join(disagree)
 
 
 def test_every_example_edit_applies_once():

@@ -165,3 +165,112 @@ def test_grade_in_colab_grades_the_open_notebook(monkeypatch, tmp_path, solved, 
     printed = capsys.readouterr().out
     assert asked == ["get_ipynb"] and (content / "Copy of causal_attention.ipynb").is_file()
     assert "11 / 20 points" in printed and "were not scaled" in printed
+
+
+# One scoring rule: self-grading scores a test cell as nbgrader's determine_grade does (an error or
+# anything on stderr gives 0; a result that reads as a number is partial credit), outputs in order.
+def _test_cell(*outputs, points=3):
+    cell = nbformat.v4.new_code_cell("check()", metadata={"nbgrader": {"grade": True, "solution": False, "locked": True,
+                                                                       "grade_id": "t", "points": points}})
+    cell.outputs = list(outputs)
+    return cell
+
+
+def _stream(name, text):
+    return nbformat.v4.new_output("stream", name=name, text=text)
+
+
+def _result(text):
+    return nbformat.v4.new_output("execute_result", data={"text/plain": text}, execution_count=1)
+
+
+ERROR = nbformat.v4.new_output("error", ename="AssertionError", evalue="wrong", traceback=["AssertionError: wrong"])
+SCORED_CELLS = {
+    "nothing": (),
+    "stdout": (_stream("stdout", "ok\n"),),
+    "stderr": (_stream("stderr", "UserWarning: x\n"),),
+    "stdout_then_stderr": (_stream("stdout", "ok\n"), _stream("stderr", "x\n")),
+    "error": (ERROR,),
+    "stdout_then_error": (_stream("stdout", "ok\n"), ERROR),
+    "display_data": (nbformat.v4.new_output("display_data", data={"text/plain": "1"}),),
+    "result_partial": (_result("1.5"),),
+    "result_zero": (_result("0"),),
+    "result_list": (_result(["2"]),),
+    "result_long_list": (_result(["1", "2"]),),
+    "result_text": (_result("'a string'"),),
+    "result_negative": (_result("-1"),),
+    "result_then_stderr": (_result("1"), _stream("stderr", "x\n")),
+    "stderr_then_result": (_stream("stderr", "x\n"), _result("1")),
+}
+
+
+@pytest.mark.parametrize("name", SCORED_CELLS)
+def test_item_score_is_nbgrader_determine_grade(name):
+    from attention_course.grading.cells import item_score, test_results
+
+    determine_grade = pytest.importorskip("nbgrader.utils").determine_grade
+    cell = _test_cell(*SCORED_CELLS[name])
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    score, max_points = determine_grade(cell)
+    assert item_score(cell) == score and max_points == 3
+    [item] = test_results(nb)
+    assert (item.points, item.max_points) == (score, 3)
+    assert bool(item.message) == (score < 3)
+
+
+def test_item_score_rejects_credit_beyond_the_points_as_nbgrader_does():
+    from attention_course.grading.cells import item_score
+
+    with pytest.raises(ValueError, match="partial credit"):
+        item_score(_test_cell(_result("4")))
+
+
+def test_the_verdicts_use_the_same_rule():
+    from attention_course.grading.cells import failed
+    from attention_course.grading.verdicts.judge import _passed_in_process
+
+    for outputs in SCORED_CELLS.values():
+        cell = _test_cell(*outputs)
+        assert _passed_in_process(cell) == (not failed(cell))
+        assert failed(cell) == any(o.output_type == "error" or (o.output_type == "stream" and o.name == "stderr") for o in outputs)
+
+
+def _graded_with(tmp_path, submission, source, cell_timeout=None):
+    """Self-grade ``submission`` against ``source`` (an instructor notebook in an assignment's folder)."""
+    folder = tmp_path / ASSIGNMENT
+    folder.mkdir(exist_ok=True)
+    nbformat.write(source, folder / SOURCE.name)
+    nbformat.write(submission, tmp_path / SOURCE.name)
+    return grade_notebook(tmp_path / SOURCE.name, folder / SOURCE.name, cell_timeout=cell_timeout)
+
+
+def test_a_test_cell_that_writes_to_stderr_scores_zero(tmp_path, solved):
+    """As nbgrader scores it: a warning, or a print to stderr, in a test cell costs its points."""
+    submission, source = solved
+    writes = {"test_causal_mask": 'import warnings\nwarnings.warn("deprecated")',
+              "test_attention": 'import sys\nprint("to stderr", file=sys.stderr)'}
+    for cell in source.cells:
+        if grade_id(cell) in writes:
+            cell.source += "\n" + writes[grade_id(cell)]
+    report = _graded_with(tmp_path, submission, source)
+    lost = {item.grade_id: item.message for item in report.items if item.points < item.max_points}
+    assert report.points == 16 and set(lost) == set(writes)
+    assert "stderr" in lost["test_attention"] and "to stderr" in lost["test_attention"]
+
+
+def test_a_dead_kernel_costs_the_items_it_did_not_reach(tmp_path, solved):
+    submission, source = solved
+    at = next(i for i, cell in enumerate(submission.cells) if grade_id(cell) == "test_heads")
+    submission.cells.insert(at, nbformat.v4.new_code_cell("import os\nos._exit(1)"))
+    report = _graded_with(tmp_path, submission, source)
+    assert "kernel died" in report.status and "kernel died" in report.render()
+    earned = {item.grade_id for item in report.items if item.points == item.max_points}
+    assert earned == {"test_causal_mask", "test_attention_weights", "test_attention"}
+    assert all("TestNotRun" in item.message for item in report.items if item.grade_id not in earned)
+
+
+def test_a_cell_past_the_time_out_is_interrupted(tmp_path, solved):
+    submission, source = solved
+    submission.cells.insert(3, nbformat.v4.new_code_cell("while True:\n    pass"))
+    report = _graded_with(tmp_path, submission, source, cell_timeout=6)
+    assert "ran longer than 6 s" in report.status and report.points == 20

@@ -101,7 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     grade.add_argument("--assignment", choices=list(ASSIGNMENTS), help="default: recognised from the file name")
     grade.add_argument("--source", help="the instructor notebook to take the tests from (default: the course's source/ in a "
                        "clone; elsewhere, e.g. Colab, downloaded from the repository at the tag v<installed version>)")
-    grade.add_argument("--timeout", type=int, default=120, help="seconds per cell (default 120)")
+    from attention_course.grading.limits import Limits
+
+    grade.add_argument("--timeout", type=int, default=Limits().cell_seconds,
+                       help=f"seconds per cell (default {Limits().cell_seconds})")
     grade.set_defaults(run=_grade_notebook)
 
     args = parser.parse_args(argv)

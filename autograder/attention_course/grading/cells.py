@@ -75,14 +75,71 @@ def first_error(cell) -> str:
     return ""
 
 
+def _is_failure(output) -> bool:
+    return output.get("output_type") == "error" or (output.get("output_type") == "stream" and output.get("name") == "stderr")
+
+
+def failed(cell) -> bool:
+    """nbgrader's rule (``nbgrader.utils.has_failed``): a code cell failed when it shows an error or
+    wrote anything to stderr, a warning included."""
+    return cell.get("cell_type") == "code" and any(_is_failure(output) for output in cell.get("outputs", []))
+
+
+def _partial_grade(output, max_points: float) -> float:
+    """``nbgrader.utils.get_partial_grade``: a test cell's result that reads as one number from 0 to
+    its points is its score; anything else gives all its points."""
+    grade = output["data"]["text/plain"]
+    if not grade:
+        raise KeyError("output ['data']['text/plain'] does not exist")
+    if isinstance(grade, list):
+        if len(grade) > 1:
+            return max_points
+        grade = grade[0]
+    try:
+        grade = float(grade)
+    except ValueError:
+        return max_points
+    if grade < 0.0:
+        return max_points
+    if grade > max_points:
+        raise ValueError("partial credit cannot be greater than maximum points for cell")
+    return grade
+
+
+def item_score(cell) -> float:
+    """The points a test cell earns, by nbgrader's own rule (``nbgrader.utils.determine_grade``, which
+    ``SaveAutoGrades`` applies; written out here because self-grading runs without nbgrader, in
+    Colab): the outputs in order; an error or a stderr stream first gives 0, a result
+    (``execute_result``) first gives the partial credit it reads as, else all the cell's points.
+    (``apply_verdicts`` drops test cells' results: this course gives no partial credit.)"""
+    max_points = float(nbgrader_meta(cell).get("points", 0))
+    for output in cell.get("outputs", []):
+        if _is_failure(output):
+            return 0.0
+        if output.get("output_type") == "execute_result":
+            return float(_partial_grade(output, max_points))
+    return max_points
+
+
+def lost_because(cell) -> str:
+    """Why a test cell lost points, as one line: its error, else what it wrote to stderr; "" if it lost none."""
+    error = first_error(cell)
+    if error:
+        return error
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "stream" and output.get("name") == "stderr":
+            lines = str(output.get("text", "")).strip().splitlines()
+            return f"the cell wrote to stderr (nbgrader gives it 0): {lines[-1] if lines else ''}".rstrip(": ")
+    return "" if item_score(cell) >= float(nbgrader_meta(cell).get("points", 0)) else "partial credit"
+
+
 def test_results(executed_nb) -> list[ItemResult]:
-    """Points per test cell of an executed notebook: all of a cell's points when it raised nothing."""
+    """Points per test cell of an executed notebook, as nbgrader scores them (``item_score``)."""
     results = []
     for cell in executed_nb.cells:
         if is_test_cell(cell):
             points = float(nbgrader_meta(cell).get("points", 0))
-            error = first_error(cell)
-            results.append(ItemResult(grade_id(cell), 0.0 if error else points, points, error))
+            results.append(ItemResult(grade_id(cell), item_score(cell), points, lost_because(cell)))
     return results
 
 

@@ -21,7 +21,7 @@ from traitlets import Integer, Unicode
 from traitlets.config.loader import PyFileConfigLoader
 
 from attention_course.grading.course import source_notebook
-from attention_course.grading.execute import execute_notebook, mark_unfinished_tests
+from attention_course.grading.execute import execute_with_harvest, mark_unfinished_tests  # noqa: F401 (class_grading's)
 from attention_course.grading.limits import Limits, confined
 
 def executed_path(folder: Path, student: str, assignment: str, notebook: str) -> Path:
@@ -69,19 +69,6 @@ def _zygote():
         _ZYGOTE.append(Zygote())
         atexit.register(_ZYGOTE[0].close)
     return _ZYGOTE[0]
-
-
-async def execute_with_harvest(nb, assignment: str, source_nb, zygote, limits: Limits, files_from: str) -> str:
-    """Run the student's notebook (its outputs make the feedback), then the harvest notebook built
-    from its accepted code in a fresh kernel of its own (its outputs make the verdicts); the
-    student's notebook's status."""
-    from attention_course.grading.verdicts.judge import harvest_notebook, keep_harvest
-
-    harvest_nb, left_out = harvest_notebook(nb, assignment, source_nb)
-    status = await execute_notebook(nb, zygote, limits, files_from=files_from)
-    await execute_notebook(harvest_nb, zygote, limits, clean=True)
-    keep_harvest(nb, harvest_nb, left_out)
-    return status
 
 
 class ConfinedExecute(NbGraderPreprocessor):

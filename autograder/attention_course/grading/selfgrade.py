@@ -4,31 +4,36 @@ test cell that runs without an error earns its points. For self-learners; the fi
 
 Without a clone (Google Colab): the instructor notebook is downloaded from the course repository at
 the tag of the installed package, ``v<version>`` (``released_source``), and ``grade_in_colab()``
-grades the notebook open in Colab, from one cell."""
+grades the notebook open in Colab, from one cell.
 
+It runs the notebook as the class grading does (``execute.execute_with_harvest``): a kernel forked
+from a zygote, within ``limits.Limits`` (seconds per cell and per notebook, output, memory; a dead
+kernel costs the items it did not reach), then the harvest notebook in a clean kernel; and it
+scores each item by nbgrader's rule (``cells.item_score``)."""
+
+import asyncio
+import concurrent.futures
 import copy
 import json
 import os
 import subprocess
 import sys
-import tempfile
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import nbformat
-from nbclient import NotebookClient
 
 from attention_course.grading.cells import ItemResult, grade_id, is_solution_cell, test_results
 from attention_course.grading.course import ASSIGNMENTS
-
-CELL_TIMEOUT = 120
+from attention_course.grading.limits import Limits, confined
 
 
 @dataclass
 class Report:
     notebook: str
     items: list[ItemResult]
+    status: str = "ok"  # how the run went: "ok", or what stopped or cut it (execute_notebook's status)
 
     @property
     def points(self) -> float:
@@ -41,6 +46,8 @@ class Report:
     def render(self) -> str:
         width = max((len(item.grade_id) for item in self.items), default=10)
         lines = [f"{self.notebook}: {self.points:g} / {self.max_points:g} points"]
+        if self.status != "ok":
+            lines.append(f"  ({self.status})")
         for item in self.items:
             mark = "✓" if not item.message else "✗"
             lines.append(f"  {mark} {item.grade_id:<{width}}  {item.points:g} / {item.max_points:g}")
@@ -78,23 +85,68 @@ def _fresh(cell):
     return cell
 
 
-def grade_notebook(path: Path, source_path: Path, cell_timeout: int = CELL_TIMEOUT) -> Report:
-    """As nbgrader grades it, out-of-process verdicts included (``source_path``'s folder names the assignment)."""
-    from attention_course.grading.verdicts.judge import apply_verdicts, harvest_notebook, keep_harvest
+def _limits(cell_timeout: int | None, limits: Limits | None) -> Limits:
+    limits = limits or Limits()
+    if cell_timeout is not None:
+        limits = replace(limits, cell_seconds=cell_timeout)
+    return confined(limits)[0]  # a self-learner's own code: no isolation without root (Colab) is no loss
+
+
+async def _grade(path: Path, source_path: Path, zygote, limits: Limits) -> Report:
+    from attention_course.grading.execute import execute_with_harvest
+    from attention_course.grading.verdicts.judge import apply_verdicts
 
     submitted = nbformat.read(path, as_version=4)
     source = nbformat.read(source_path, as_version=4)
     graded = with_instructor_cells(submitted, source)
     assignment = Path(source_path).parent.name
-    harvest_nb, left_out = harvest_notebook(graded, assignment, source)
-    for nb in (graded, harvest_nb):  # the student's notebook, then the grader's harvest in a fresh kernel
-        with tempfile.TemporaryDirectory() as scratch:
-            NotebookClient(
-                nb, timeout=cell_timeout, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": scratch}}
-            ).execute()
-    keep_harvest(graded, harvest_nb, left_out)
+    # The student's notebook, then the grader's harvest in a clean kernel, as nbgrader's autograde runs them.
+    status = await execute_with_harvest(graded, assignment, source, zygote, limits)
     apply_verdicts(graded, assignment, source)
-    return Report(Path(path).name, test_results(graded))
+    return Report(Path(path).name, test_results(graded), status)
+
+
+def _run(coroutine):
+    """``asyncio.run``, also from code that already runs an event loop (a notebook's cell)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, coroutine).result()
+
+
+def grade_notebooks(notebooks: list[tuple[Path, Path]], workers: int | None = None, cell_timeout: int | None = None,
+                    limits: Limits | None = None, zygote=None) -> list[Report]:
+    """Self-grade several (notebook, instructor notebook) pairs, ``workers`` at once, in kernels forked
+    from one zygote (``zygote``, or one of its own); the reports in order."""
+    from attention_course.grading.zygote import Zygote
+
+    workers = max(1, min(workers or os.cpu_count() or 1, len(notebooks) or 1))
+    limits = _limits(cell_timeout, limits)
+    if limits.threads is None and workers > 1:
+        limits = replace(limits, threads=max(1, (os.cpu_count() or 1) // workers))
+
+    async def grade_all(zygote):
+        semaphore = asyncio.Semaphore(workers)
+
+        async def one(path, source_path):
+            async with semaphore:
+                return await _grade(Path(path), Path(source_path), zygote, limits)
+
+        return await asyncio.gather(*(one(*pair) for pair in notebooks))
+
+    if zygote is not None:
+        return _run(grade_all(zygote))
+    with Zygote() as own:
+        return _run(grade_all(own))
+
+
+def grade_notebook(path: Path, source_path: Path, cell_timeout: int | None = None, limits: Limits | None = None,
+                   zygote=None) -> Report:
+    """As nbgrader grades it, out-of-process verdicts included (``source_path``'s folder names the assignment);
+    ``cell_timeout`` seconds per cell (default ``Limits().cell_seconds``)."""
+    return grade_notebooks([(path, source_path)], 1, cell_timeout, limits, zygote)[0]
 
 
 SOURCE_URL_ENV = "ATTENTION_COURSE_SOURCE_URL"  # a template with {tag}, {assignment}, {notebook}: another place to take them from
@@ -154,7 +206,7 @@ def colab_notebook(destination: Path | None = None) -> Path:
     return path
 
 
-def grade_in_colab(assignment: str | None = None, timeout: int = CELL_TIMEOUT, destination: Path | None = None) -> int:
+def grade_in_colab(assignment: str | None = None, timeout: int = Limits().cell_seconds, destination: Path | None = None) -> int:
     """For a self-learner in Colab, in a cell of the assignment: ``from attention_course.grading.selfgrade import
     grade_in_colab; grade_in_colab()``. Saves the notebook to /content, grades it in a fresh kernel with the
     hidden tests of the installed version, prints points per item and the mistake behind each lost point.

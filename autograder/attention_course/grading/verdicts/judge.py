@@ -24,8 +24,8 @@ from attention_course.answer_rules import ALWAYS_HANDED_OVER, Breach, Rules, acc
 from attention_course.assignments import BY_ID
 from attention_course.exercises import exercises_of, harvest_request, judge_harvest
 from attention_course.exercises.kernel.harvest import HARVEST_MIME
-from attention_course.grading.cells import (HARVEST_KEY, grade_id, hidden_test_lines, hide_hidden_tests_in_tracebacks, is_harvest_cell,
-                                           is_solution_cell, is_test_cell, nbgrader_meta)
+from attention_course.grading.cells import (HARVEST_KEY, failed, grade_id, hidden_test_lines, hide_hidden_tests_in_tracebacks,
+                                           is_harvest_cell, is_solution_cell, is_test_cell, nbgrader_meta)
 from attention_course.grading.harvest_kernel import harvest_source, loader_source, setup_source
 from attention_course.grading.verdicts import quiz
 from attention_course.grading.verdicts.quiz import is_quiz_cell
@@ -192,5 +192,4 @@ def apply_verdicts(nb, assignment: str, source_nb) -> dict[str, str]:
 
 def _passed_in_process(cell) -> bool:
     """As nbgrader scores a test cell: an error, or anything written to stderr, costs its points."""
-    return not any(output.get("output_type") == "error" or (output.get("output_type") == "stream" and output.get("name") == "stderr")
-                   for output in cell.outputs)
+    return not failed(cell)
