@@ -80,7 +80,8 @@ def sandbox_command(folder: str, visible: list[str], hidden: tuple[str, ...] = (
     for path in hidden:
         if any(path == v or path.startswith(v.rstrip("/") + "/") for v in visible) and os.path.isdir(path):
             command += ["--perms", "0555", "--size", "4096", "--tmpfs", path, "--remount-ro", path]
-    command += ["--bind", folder, folder, "--chdir", folder, "--"]
+    # Its own folder, writable; the rest of its root (bwrap builds it on a tmpfs), read-only.
+    command += ["--bind", folder, folder, "--remount-ro", "/", "--chdir", folder, "--"]
     return command
 
 
