@@ -118,10 +118,15 @@ class ConfinedProvisioner(LocalProvisioner):
         package = package_folder()
         user_namespace = sandbox_mode() == "user"
         uid = self.uid if os.getuid() == 0 and user_namespace else None
-        if self.clean:  # the package is not on the harvest kernel's path (nor, below, on its file system)
-            parent = os.path.dirname(package)
-            env["PYTHONPATH"] = os.pathsep.join(p for p in env.get("PYTHONPATH", "").split(os.pathsep)
-                                                if p and os.path.realpath(p) != parent)
+        # The grader's PYTHONPATH, from the kernel's folder; for the harvest kernel without the
+        # package (nor, below, on its file system).
+        path = [os.path.abspath(p) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        if self.clean:
+            path = [p for p in path if os.path.realpath(p) != os.path.dirname(package)]
+        if path:
+            env["PYTHONPATH"] = os.pathsep.join(path)
+        else:
+            env.pop("PYTHONPATH", None)
         env.update(HOME=cwd, MPLCONFIGDIR=cwd, TMPDIR=cwd)
         if self.threads:
             env["OMP_NUM_THREADS"] = str(self.threads)  # kernels side by side share the cores
