@@ -65,6 +65,8 @@ status = dict(line.split(":\t", 1) for line in open("/proc/self/status").read().
 seen["capabilities"] = {key: int(status[key], 16) for key in ("CapEff", "CapPrm", "CapBnd", "CapAmb")}
 seen["no new privileges"] = status.get("NoNewPrivs", "").strip() == "1"
 seen["uid"] = os.getuid()
+seen["cwd"] = os.getcwd()
+seen["open files"] = sorted({os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd") if os.path.islink(f"/proc/self/fd/{fd}")})
 seen["package folder"] = os.listdir(given["package"]) if os.path.isdir(given["package"]) else None
 try:
     import attention_course.models
@@ -100,7 +102,7 @@ def grader_secrets(tmp_path_factory):
     server.close()
 
 
-def _probe(limits, grader_secrets, clean: bool) -> tuple[dict, str]:
+def _probe(limits, grader_secrets, clean: bool, sandbox: str) -> tuple[dict, str]:
     secret, server = grader_secrets
     marker = f"confinement-marker-{uuid.uuid4().hex}"
     read_only = sorted({*visible_paths(), package_folder(), sys.prefix, "/usr", "/etc", "/"})
@@ -114,22 +116,34 @@ def _probe(limits, grader_secrets, clean: bool) -> tuple[dict, str]:
     }
     source = PROBE.replace("GIVEN", repr(json.dumps(given)))
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
-    with Zygote() as zygote:
-        status = asyncio.run(execute_notebook(nb, zygote, limits, clean=clean))
+    import attention_course.grading.execute as execute
+
+    before, execute.SANDBOX = execute.SANDBOX, sandbox
+    try:
+        with Zygote() as zygote:
+            status = asyncio.run(execute_notebook(nb, zygote, limits, clean=clean))
+    finally:
+        execute.SANDBOX = before
     assert status == "ok", (status, nb.cells[0].outputs)
     printed = "".join(o.get("text", "") for o in nb.cells[0].outputs if o.get("name") == "stdout")
     assert printed, nb.cells[0].outputs
     return json.loads(printed.strip().splitlines()[-1]), marker
 
 
-@pytest.fixture(scope="module")
-def student(limits, grader_secrets):
-    return _probe(limits, grader_secrets, clean=False)
+# Both ways a confined kernel starts (``execute.SANDBOX``): forked into a sandbox bwrap made, a fresh Python in bwrap.
+@pytest.fixture(scope="module", params=["fork", "fresh"])
+def sandbox(request):
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def harvest(limits, grader_secrets):
-    return _probe(limits, grader_secrets, clean=True)
+def student(limits, grader_secrets, sandbox):
+    return _probe(limits, grader_secrets, clean=False, sandbox=sandbox)
+
+
+@pytest.fixture(scope="module")
+def harvest(limits, grader_secrets, sandbox):
+    return _probe(limits, grader_secrets, clean=True, sandbox=sandbox)
 
 
 def test_no_network(student):
@@ -145,7 +159,7 @@ def _on_the_way(folder: str, visible: list[str]) -> set[str]:
 
 
 @pytest.mark.parametrize("kernel", ["student", "harvest"])
-def test_none_of_the_graders_files(kernel, request):
+def test_none_of_the_graders_files(kernel, sandbox, request):
     seen, _ = request.getfixturevalue(kernel)
     visible = visible_paths(with_package=kernel == "student")
     secret, folder, *others = seen["grader's paths"]
@@ -174,10 +188,19 @@ def test_nothing_writable_but_its_folder_and_private_tmp(student):
 
 def test_none_of_the_graders_processes_and_no_capabilities(student):
     seen, _ = student
-    assert seen["pid"] <= 2 and len(seen["processes"]) <= 3, seen["processes"]  # bwrap's process 1, the kernel
+    # bwrap's process 1, the placeholder a forked kernel joins (or none: a fresh Python is process 2), the kernel
+    assert seen["pid"] <= 3 and len(seen["processes"]) <= 3, seen["processes"]
     assert not seen["can signal the grader"]
     assert seen["capabilities"] == {"CapEff": 0, "CapPrm": 0, "CapBnd": 0, "CapAmb": 0}
     assert seen["no new privileges"]
+
+
+def test_no_open_file_leads_outside(student):
+    """A forked kernel keeps none of the zygote's files open (a folder left open would lead out)."""
+    seen, _ = student
+    outside = [target for target in seen["open files"] if target.startswith("/") and not
+               target.startswith((seen["cwd"] + "/", "/dev/", "/proc/", "/tmp/")) and target != seen["cwd"]]
+    assert outside == [], outside
 
 
 def test_a_user_of_its_own_when_the_grader_is_root(student, limits):

@@ -134,3 +134,77 @@ def sandbox_mode() -> str | None:
 def isolation_possible() -> bool:
     """Whether this machine lets the grader confine kernels (bubblewrap, see ``sandbox_mode``)."""
     return sandbox_mode() is not None
+
+
+# Entering a sandbox that bwrap made: a kernel forked from the zygote (torch already imported)
+# joins the namespaces of a placeholder process that bwrap started in them (``join``), instead of
+# being a fresh Python that imports everything again. bwrap builds the namespaces and the file
+# system; what is done here by hand is only setns(2), and dropping the capabilities that joining
+# a user namespace gives.
+import ctypes  # noqa: E402
+import signal  # noqa: E402
+
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = (
+    0x00020000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 24, 38
+NS_GET_PARENT = 0xB702
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+
+
+def placeholder_command(folder: str, visible: list[str], hidden: tuple[str, ...], user_namespace: bool, info_fd: int) -> list[str]:
+    """bwrap running a placeholder (``sleep``) in the sandbox, the pid of which it writes as JSON
+    ({"child-pid": ...}) to ``info_fd``."""
+    command = sandbox_command(folder, visible, hidden, user_namespace)
+    return [command[0], "--info-fd", str(info_fd), *command[1:], "/bin/sleep", "infinity"]
+
+
+def join(pid: int, user_namespace: bool) -> None:
+    """Called in a kernel's forked process: enter the namespaces of ``pid`` (a placeholder in a
+    bwrap sandbox); returns in a child that lives in its PID namespace (this process waits for it
+    and exits with it, so that the grader's signals reach both), its root and working folder the
+    sandbox's. Every file descriptor but 0, 1 and 2 is closed first: none leads outside."""
+    kinds = [("ipc", CLONE_NEWIPC), ("uts", CLONE_NEWUTS), ("net", CLONE_NEWNET), ("pid", CLONE_NEWPID), ("mnt", CLONE_NEWNS)]
+    handles = [(os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC), kind) for name, kind in kinds]
+    if user_namespace:
+        # bwrap's --disable-userns puts the sandbox in a second user namespace, inside the one that
+        # owns the other namespaces: that one first (for the right to join them), that second one last.
+        inner = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        outer = _libc.ioctl(inner, NS_GET_PARENT)
+        if outer < 0:
+            _check(-1, "the user namespace's parent")
+        handles = [(outer, CLONE_NEWUSER), *handles, (inner, CLONE_NEWUSER)]
+    for handle, kind in handles:
+        _check(_libc.setns(handle, kind), f"setns {kind:#x}")
+        os.close(handle)
+    os.closerange(3, 65536)
+    child = os.fork()
+    if child:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupt is for the kernel, which shares the process group
+        _, status = os.waitpid(child, 0)
+        os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl")  # killed with the waiting parent
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def drop_privileges() -> None:
+    """No capability left, and none to be gained by executing a program."""
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no new privileges")
+    for capability in range(64):
+        if _libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            break  # past the last capability this kernel knows
+    header, data = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0), (_CapData * 2)()
+    _check(_libc.capset(ctypes.byref(header), data), "capset")

@@ -25,7 +25,7 @@ import sys
 import threading
 import traceback
 
-from attention_course.grading.isolation import package_folder
+from attention_course.grading.isolation import drop_privileges, join, package_folder
 
 NOGROUP = 65534
 KERNEL_LOG = ".kernel.log"  # the kernel process's own stdout and stderr, in its folder
@@ -70,8 +70,14 @@ def _become_kernel(request: dict) -> None:
         os.environ.update(request["env"])
         if request.get("clean"):
             _forget_the_package(package_folder())
+        joined = request.get("join")
+        if joined:  # into a sandbox that bwrap made for this kernel
+            join(joined["pid"], joined["user_namespace"])
+            os.environ.update(HOME=request["cwd"], MPLCONFIGDIR=request["cwd"], TMPDIR=request["cwd"])
         uid = request.get("uid")
-        if uid is not None and os.getuid() == 0:
+        if joined:
+            drop_privileges()  # bwrap's --cap-drop is for its own child: a joining process drops its own
+        elif uid is not None and os.getuid() == 0:
             # A user of its own: it cannot write the grader's files, the submissions, or another
             # kernel's folder. Its folder and connection file are handed over first.
             connection_file = request["argv"][request["argv"].index("-f") + 1]
@@ -155,9 +161,9 @@ class Zygote:
             self._ready = True
 
     def spawn(self, argv: list[str], cwd: str, env: dict, memory_bytes: int | None, uid: int | None = None,
-              threads: int | None = None, clean: bool = False) -> int:
+              threads: int | None = None, clean: bool = False, join: dict | None = None) -> int:
         request = {"argv": argv, "cwd": str(cwd), "env": env, "memory_bytes": memory_bytes, "uid": uid, "threads": threads,
-                   "clean": clean}
+                   "clean": clean, "join": join}
         with self._lock:
             self._wait_until_ready()
             self._process.stdin.write(json.dumps(request) + "\n")
