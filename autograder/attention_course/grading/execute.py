@@ -135,10 +135,17 @@ class ConfinedProvisioner(LocalProvisioner):
         read, write = os.pipe()
         command = placeholder_command(cwd, visible_paths(with_package=not self.clean), (package,) if self.clean else (),
                                       user_namespace, write)
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, pass_fds=(write,), start_new_session=True)
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, pass_fds=(write,),
+                                   start_new_session=True)
         os.close(write)
         with os.fdopen(read) as info:
             pid = json.loads(info.read())["child-pid"]  # bwrap closes it once written
+        ready = process.stdout.readline()  # the sandbox is complete: its namespaces can be joined
+        process.stdout.close()
+        if ready.strip() != b"ready":
+            process.kill()
+            process.wait()
+            raise RuntimeError(f"bubblewrap did not make the sandbox (exit status {process.poll()})")
         return process, {"pid": pid, "user_namespace": user_namespace}
 
     def end_sandbox(self) -> None:

@@ -7,10 +7,10 @@ forks an IPython kernel for each, answering {"pid": ...}. Every kernel serves on
 discarded. The zygote never runs a notebook's code itself and never runs a parallel torch operation
 before forking.
 
-It serves the kernels that are not confined: where bubblewrap can confine them, each kernel is a
-fresh Python in a sandbox of its own instead (``isolation``, ``execute.ConfinedProvisioner``), since a
-sandbox made by another program cannot be entered by a forked process. Run as root, a forked kernel
-gets a user id of its own where the Python it runs is readable by other users.
+Where bubblewrap can confine kernels, a forked kernel first joins the namespaces of a sandbox that
+bwrap made for it (the request's "join": the pid of a placeholder in it; ``isolation.join``) and
+loses every capability. Run as root and unconfined, a forked kernel gets a user id of its own where
+the Python it runs is readable by other users.
 """
 
 
