@@ -94,11 +94,12 @@ SANDBOX = os.environ.get("ATTENTION_COURSE_SANDBOX", "fork")
 
 
 class ConfinedProvisioner(LocalProvisioner):
-    """jupyter_client's public way to start a kernel differently (a kernel provisioner): a fresh
-    Python in a bubblewrap sandbox of its own (``confine``: see ``isolation``), or else a kernel
-    forked from the zygote. Either way the kernel works in its own folder (``cwd``), in its own
-    process group (every signal and the final kill reach whatever it started), with the memory and
-    file-size limits, its output in ``KERNEL_LOG`` there."""
+    """jupyter_client's public way to start a kernel differently (a kernel provisioner). With
+    ``confine``, in a bubblewrap sandbox of its own (see ``isolation``): forked from the zygote into
+    it, or a fresh Python there (``SANDBOX``); else forked from the zygote, unconfined. Either way the
+    kernel works in its own folder (``cwd``), in its own process group (every signal and the final
+    kill reach whatever it started), with the memory and file-size limits, its output in
+    ``KERNEL_LOG`` there."""
 
     zygote = Any()
     memory_bytes = Any(None)
@@ -106,6 +107,7 @@ class ConfinedProvisioner(LocalProvisioner):
     threads = Any(None)
     confine = Any(False)
     clean = Any(False)
+    placeholder = None  # the bwrap process holding a forked kernel's sandbox
 
     async def launch_kernel(self, cmd: list[str], **kwargs) -> dict:
         argv = cmd[cmd.index("-f"):]  # the connection file and extra arguments
@@ -126,8 +128,6 @@ class ConfinedProvisioner(LocalProvisioner):
         self.pid = self.pgid = pid
         self.cwd = cwd
         return self.connection_info
-
-    placeholder = None
 
     def _launch_placeholder(self, cwd: str):
         package = package_folder()
