@@ -21,7 +21,9 @@ TESTS_oldest-transformers := -m "not notebook and not nbgrader"
 INSTALL_colab := -e . "transformers==5.15.*" "ipython==7.34.0" "ipykernel==6.17.*" "pytest>=8" pytest-xdist "hypothesis>=6"
 TESTS_colab := -m "not nbgrader" --ignore=tests/test_grade_command.py --ignore=tests/test_tamper.py --ignore=tests/test_release.py --ignore=tests/test_example_class.py
 
-.PHONY: setup example-class test test-full-size test-versions test-oldest-transformers test-colab clean
+# Kernels are confined by bubblewrap (bwrap): `make sandbox` installs it where it is missing (Debian or
+# Ubuntu, as root) and says whether kernels can be confined on this machine.
+.PHONY: setup sandbox example-class test test-full-size test-versions test-oldest-transformers test-colab clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -30,6 +32,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
+
+sandbox: setup
+	command -v bwrap >/dev/null || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bubblewrap; } \
+		|| echo "bubblewrap is not installed: kernels will run unconfined (install the bubblewrap package)"
+	$(BIN)/python -c "from attention_course.grading.isolation import bwrap, sandbox_mode; m = sandbox_mode(); print('kernels confined by', bwrap(), '(' + m + ')' if m else 'kernels cannot be confined here (bwrap: %s)' % bwrap())"
 
 example-class: setup
 	$(RUN) $(BIN)/attention-course example-class

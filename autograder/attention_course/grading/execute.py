@@ -1,4 +1,5 @@
-"""Run one prepared notebook in a fresh kernel forked from the zygote, within limits: seconds
+"""Run one prepared notebook in a fresh kernel (confined by bubblewrap where this machine allows
+it, else forked from the zygote; ``ConfinedProvisioner``), within limits: seconds
 per cell, seconds for the whole notebook, bytes of output per cell, memory of the kernel. The
 kernel works in a scratch folder. Whatever happens, the result is a notebook in which a test
 cell that did not run to completion carries an error, so it cannot earn points."""
@@ -6,21 +7,27 @@ cell that did not run to completion carries an error, so it cannot earn points."
 import asyncio
 import atexit
 import itertools
+import json
 import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
+import uuid
 
 import nbformat
 from jupyter_client.manager import AsyncKernelManager
+from jupyter_client.provisioning import LocalProvisioner
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 from traitlets import Any
 
 from attention_course.grading.cells import is_test_cell
 from attention_course.grading.limits import Limits
-from attention_course.grading.zygote import KERNEL_LOG
+from attention_course.grading.isolation import package_folder, placeholder_command, sandbox_command, sandbox_mode, visible_paths
+from attention_course.grading.zygote import FILE_BYTES, KERNEL_LOG, NOGROUP
 
 
 class ForkedProcess:
@@ -65,22 +72,132 @@ class ForkedProcess:
         self.send_signal(signal.SIGTERM)
 
 
-class ForkedKernelManager(AsyncKernelManager):
+# What runs in the sandbox: a fresh Python with the limits the zygote sets on a forked kernel, then
+# ipykernel's own launcher (``sys.argv`` after ``-c`` are the kernel's arguments).
+_CONFINED_KERNEL = """import resource, sys
+for limit, value in ((resource.RLIMIT_AS, {memory}), (resource.RLIMIT_FSIZE, {file_bytes})):
+    if value:
+        resource.setrlimit(limit, (value, value))
+if sys.path and sys.path[0] == "":
+    del sys.path[0]
+from ipykernel.kernelapp import launch_new_instance
+sys.argv[0] = "ipykernel_launcher"
+launch_new_instance()
+"""
+
+
+# How a confined kernel starts: "fork" (default), forked from the zygote into a sandbox that bwrap
+# made for it (0.56 s for a start, a cell importing torch and transformers, and a shutdown), or
+# "fresh", a fresh Python that bwrap runs (2.7 s: it imports everything again). A kernel that gets
+# a user of its own (the grader is root) is a fresh one: bwrap runs as that user.
+SANDBOX = os.environ.get("ATTENTION_COURSE_SANDBOX", "fork")
+
+
+class ConfinedProvisioner(LocalProvisioner):
+    """jupyter_client's public way to start a kernel differently (a kernel provisioner). With
+    ``confine``, in a bubblewrap sandbox of its own (see ``isolation``): forked from the zygote into
+    it, or a fresh Python there (``SANDBOX``); else forked from the zygote, unconfined. Either way the
+    kernel works in its own folder (``cwd``), in its own process group (every signal and the final
+    kill reach whatever it started), with the memory and file-size limits, its output in
+    ``KERNEL_LOG`` there."""
+
     zygote = Any()
     memory_bytes = Any(None)
     uid = Any(None)
     threads = Any(None)
-    isolate = Any(False)
+    confine = Any(False)
     clean = Any(False)
+    placeholder = None  # the bwrap process holding a forked kernel's sandbox
 
-    async def _async_launch_kernel(self, kernel_cmd, **kw):
-        argv = kernel_cmd[kernel_cmd.index("-f"):]  # the connection file and extra arguments
-        pid = self.zygote.spawn(argv, cwd=kw.get("cwd") or os.getcwd(), env=dict(kw.get("env") or os.environ),
-                                memory_bytes=self.memory_bytes, uid=self.uid, threads=self.threads, isolate=self.isolate,
-                                clean=self.clean)
-        provisioner = self.provisioner
-        provisioner.process, provisioner.pid, provisioner.pgid = ForkedProcess(pid), pid, pid
-        self._reconcile_connection_info(provisioner.connection_info)
+    async def launch_kernel(self, cmd: list[str], **kwargs) -> dict:
+        argv = cmd[cmd.index("-f"):]  # the connection file and extra arguments
+        cwd = str(kwargs.get("cwd") or os.getcwd())
+        env = dict(kwargs.get("env") or os.environ)
+        if self.confine and SANDBOX != "fresh" and not (self.uid is not None and os.getuid() == 0):
+            self.placeholder, joined = self._launch_placeholder(cwd)
+            pid = self.zygote.spawn(argv, cwd=cwd, env=env, memory_bytes=self.memory_bytes, uid=None,
+                                    threads=self.threads, clean=self.clean, join=joined)
+            self.process = ForkedProcess(pid)
+        elif self.confine:
+            self.process = self._launch_confined(argv, cwd, env)
+            pid = self.process.pid
+        else:
+            pid = self.zygote.spawn(argv, cwd=cwd, env=env, memory_bytes=self.memory_bytes, uid=self.uid,
+                                    threads=self.threads, clean=self.clean)
+            self.process = ForkedProcess(pid)
+        self.pid = self.pgid = pid
+        self.cwd = cwd
+        return self.connection_info
+
+    def _launch_placeholder(self, cwd: str):
+        package = package_folder()
+        user_namespace = sandbox_mode() == "user"
+        read, write = os.pipe()
+        command = placeholder_command(cwd, visible_paths(with_package=not self.clean), (package,) if self.clean else (),
+                                      user_namespace, write)
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, pass_fds=(write,),
+                                   start_new_session=True)
+        os.close(write)
+        with os.fdopen(read) as info:
+            pid = json.loads(info.read())["child-pid"]  # bwrap closes it once written
+        ready = process.stdout.readline()  # the sandbox is complete: its namespaces can be joined
+        process.stdout.close()
+        if ready.strip() != b"ready":
+            process.kill()
+            process.wait()
+            raise RuntimeError(f"bubblewrap did not make the sandbox (exit status {process.poll()})")
+        return process, {"pid": pid, "user_namespace": user_namespace}
+
+    def end_sandbox(self) -> None:
+        """Kill the placeholder of a forked kernel's sandbox: bwrap's process 1 ends with it, and
+        every process left in the sandbox is killed."""
+        if self.placeholder is not None:
+            self.placeholder.kill()
+            self.placeholder.wait()
+            self.placeholder = None
+
+    async def kill(self, restart: bool = False) -> None:
+        await super().kill(restart)
+        self.end_sandbox()
+
+    async def cleanup(self, restart: bool = False) -> None:
+        await super().cleanup(restart)
+        self.end_sandbox()
+
+    def _launch_confined(self, argv: list[str], cwd: str, env: dict) -> subprocess.Popen:
+        package = package_folder()
+        user_namespace = sandbox_mode() == "user"
+        uid = self.uid if os.getuid() == 0 and user_namespace else None
+        # The grader's PYTHONPATH, from the kernel's folder; for the harvest kernel without the
+        # package (nor, below, on its file system).
+        path = [os.path.abspath(p) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        if self.clean:
+            path = [p for p in path if os.path.realpath(p) != os.path.dirname(package)]
+        if path:
+            env["PYTHONPATH"] = os.pathsep.join(path)
+        else:
+            env.pop("PYTHONPATH", None)
+        env.update(HOME=cwd, MPLCONFIGDIR=cwd, TMPDIR=cwd)
+        if self.threads:
+            env["OMP_NUM_THREADS"] = str(self.threads)  # kernels side by side share the cores
+        log = os.open(os.path.join(cwd, KERNEL_LOG), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        if uid is not None:
+            # A user of its own: it cannot write the grader's files, the submissions, or another
+            # kernel's folder. Its folder, connection file and log are handed over first.
+            for path in (cwd, argv[1], os.path.join(cwd, KERNEL_LOG)):
+                os.chown(path, uid, NOGROUP)
+            os.chmod(cwd, 0o700)
+            env.update(USER=f"student{uid}")
+        code = _CONFINED_KERNEL.format(memory=self.memory_bytes or 0, file_bytes=FILE_BYTES)
+        command = [*sandbox_command(cwd, visible_paths(with_package=not self.clean), (package,) if self.clean else (),
+                                    user_namespace=user_namespace),
+                   sys.executable, "-X", "faulthandler", "-c", code, *argv]
+        try:
+            return subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    start_new_session=True, close_fds=True,
+                                    **({"user": uid, "group": NOGROUP, "extra_groups": []} if uid is not None else {}))
+        finally:
+            os.close(log)
 
 
 class CappedClient(NotebookClient):
@@ -155,9 +272,11 @@ async def execute_notebook(nb, zygote, limits: Limits, files_from: str | None = 
         uid = None if limits.first_uid is None else limits.first_uid + next(_kernel_numbers) % 1000
         # An isolated kernel has no network: it is reached over Unix sockets in its folder.
         sockets = {"transport": "ipc", "ip": os.path.join(scratch, ".kernel")} if limits.isolate else {}
-        km = ForkedKernelManager(zygote=zygote, memory_bytes=limits.memory_bytes, uid=uid, threads=limits.threads,
-                                 isolate=limits.isolate, clean=clean, kernel_name="python3",
-                                 connection_file=os.path.join(scratch, ".kernel.json"), **sockets)
+        km = AsyncKernelManager(kernel_name="python3", kernel_id=str(uuid.uuid4()),
+                                connection_file=os.path.join(scratch, ".kernel.json"), **sockets)
+        km.provisioner = ConfinedProvisioner(kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km, zygote=zygote,
+                                             memory_bytes=limits.memory_bytes, uid=uid, threads=limits.threads,
+                                             confine=limits.isolate, clean=clean)
         client = CappedClient(
             nb, km=km, timeout=limits.cell_seconds, allow_errors=True, interrupt_on_timeout=True,
             error_on_timeout={"ename": "CellTimeoutError", "evalue": f"the cell ran longer than {limits.cell_seconds} s",
@@ -178,6 +297,7 @@ async def execute_notebook(nb, zygote, limits: Limits, files_from: str | None = 
         finally:
             if km.has_kernel:
                 await km.shutdown_kernel(now=True)
+            km.provisioner.end_sandbox()  # also where the kernel died by itself
         if status != "ok":
             status += _last_words(scratch)
     if status != "ok":

@@ -18,7 +18,7 @@ class Limits:
     # When the grader runs as root, each kernel runs as its own unprivileged user (uids from here on).
     first_uid: int | None = 61000
     threads: int | None = None  # torch threads per kernel; grade_class shares the cores among its workers
-    # Namespaces of its own for each kernel, and a file system of an allow-list (needs root; see ``isolation``).
+    # A bubblewrap sandbox for each kernel: namespaces of its own, a file system of an allow-list (see ``isolation``).
     isolate: bool = False
 
 
@@ -29,7 +29,8 @@ def confined(limits: Limits) -> tuple[Limits, list[str]]:
         limits = replace(limits, first_uid=None)
     if limits.isolate:
         return limits, []
-    return limits, ["kernels ran without isolation (namespaces need root on Linux): student code could read and write "
+    return limits, ["kernels ran without isolation (it needs bubblewrap, bwrap, on Linux, with user namespaces "
+                    "allowed or run as root): student code could read and write "
                     "the grader's files and use the network; submitted files are checked and restored"]
 
 

@@ -2,18 +2,18 @@
 imported once per grading run instead of once per notebook.
 
 ``python -m attention_course.grading.zygote`` imports the heavy modules, then reads one JSON
-request per line on stdin ({"argv", "cwd", "env", "memory_bytes", "uid", "threads", "isolate", "clean"}) and
+request per line on stdin ({"argv", "cwd", "env", "memory_bytes", "uid", "threads", "clean"}) and
 forks an IPython kernel for each, answering {"pid": ...}. Every kernel serves one notebook and is
 discarded. The zygote never runs a notebook's code itself and never runs a parallel torch operation
 before forking.
 
-Run as root, each kernel is isolated in namespaces of its own (``isolation``: no network, a file
-system of the Python it runs and its own folder, nothing else), and gets a user id of its own
-where the Python it runs is readable by other users, or else loses every capability.
+Where bubblewrap can confine kernels, a forked kernel first joins the namespaces of a sandbox that
+bwrap made for it (the request's "join": the pid of a placeholder in it; ``isolation.join``) and
+loses every capability. Run as root and unconfined, a forked kernel gets a user id of its own where
+the Python it runs is readable by other users.
 """
 
 
-import atexit
 import faulthandler
 import importlib
 import json
@@ -22,15 +22,14 @@ import resource
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import traceback
 
-from attention_course.grading.isolation import drop_privileges, isolate, package_folder, visible_paths
+from attention_course.grading.isolation import drop_privileges, join, package_folder
 
 NOGROUP = 65534
 KERNEL_LOG = ".kernel.log"  # the kernel process's own stdout and stderr, in its folder
-FILE_BYTES = 256 * 2**20  # the largest file a kernel may write
+FILE_BYTES = 256 * 2**20  # the largest file a kernel may write (forked here or confined by bwrap)
 
 PRELOAD = (
     "torch",
@@ -62,22 +61,23 @@ def _forget_the_package(package: str) -> None:
     sys.path[:] = [path for path in sys.path if os.path.realpath(path or ".") != folder]
 
 
-def _become_kernel(request: dict, root: str) -> None:
-    """In the forked child: confine, then run an IPython kernel until it is shut down."""
+def _become_kernel(request: dict) -> None:
+    """In the forked child: limit, then run an IPython kernel until it is shut down."""
     try:
         os.setsid()  # its own process group, so that a kill reaches whatever it spawns
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.environ.clear()
         os.environ.update(request["env"])
-        isolated = bool(request.get("isolate")) and os.getuid() == 0
-        clean, package = bool(request.get("clean")), package_folder()
-        if clean:
-            _forget_the_package(package)
-        if isolated:
-            isolate(request["cwd"], visible_paths(with_package=not clean), root, (package,) if clean else ())
+        if request.get("clean"):
+            _forget_the_package(package_folder())
+        joined = request.get("join")
+        if joined:  # into a sandbox that bwrap made for this kernel
+            join(joined["pid"], joined["user_namespace"])
             os.environ.update(HOME=request["cwd"], MPLCONFIGDIR=request["cwd"], TMPDIR=request["cwd"])
         uid = request.get("uid")
-        if uid is not None and os.getuid() == 0:
+        if joined:
+            drop_privileges()  # bwrap's --cap-drop is for its own child: a joining process drops its own
+        elif uid is not None and os.getuid() == 0:
             # A user of its own: it cannot write the grader's files, the submissions, or another
             # kernel's folder. Its folder and connection file are handed over first.
             connection_file = request["argv"][request["argv"].index("-f") + 1]
@@ -88,8 +88,6 @@ def _become_kernel(request: dict, root: str) -> None:
             os.setgid(NOGROUP)
             os.setuid(uid)
             os.environ.update(HOME=request["cwd"], MPLCONFIGDIR=request["cwd"], USER=f"student{uid}")
-        elif isolated:
-            drop_privileges()
         os.chdir(request["cwd"])
         if request.get("memory_bytes"):
             limit = int(request["memory_bytes"])
@@ -119,22 +117,32 @@ def _become_kernel(request: dict, root: str) -> None:
 def serve() -> None:
     for module in PRELOAD:
         importlib.import_module(module)
-    root = tempfile.mkdtemp(prefix="attention-course-root-")  # where each isolated kernel builds its file system
-    atexit.register(os.rmdir, root)
     signal.signal(signal.SIGCHLD, _reap)
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         request = json.loads(line)
         pid = os.fork()
         if pid == 0:
-            _become_kernel(request, root)
+            _become_kernel(request)
         print(json.dumps({"pid": pid}), flush=True)
 
 
 class Zygote:
     """The grader's handle on a zygote process; thread-safe."""
 
-    def __init__(self):
+    def __init__(self, start: bool | None = None):
+        """``start``: start the zygote now, so that it imports while the grader does other work
+        (by default, unless this machine confines kernels: then they are fresh Pythons in bwrap, and
+        the zygote starts only if an unconfined kernel is asked for)."""
+        from attention_course.grading.isolation import isolation_possible
+
+        self._process = None
+        self._lock = threading.Lock()
+        self._ready = False
+        if start if start is not None else not isolation_possible():
+            self._start()
+
+    def _start(self) -> None:
         self._process = subprocess.Popen(
             [sys.executable, "-m", "attention_course.grading.zygote"],
             stdin=subprocess.PIPE,
@@ -142,20 +150,20 @@ class Zygote:
             text=True,
             bufsize=1,
         )
-        self._lock = threading.Lock()
-        self._ready = False
 
     def _wait_until_ready(self) -> None:
         """The zygote imports while the grader does other work; the first spawn waits for it."""
+        if self._process is None:
+            self._start()
         if not self._ready:
             if not self._process.stdout.readline():
                 raise RuntimeError("the kernel zygote did not start")
             self._ready = True
 
     def spawn(self, argv: list[str], cwd: str, env: dict, memory_bytes: int | None, uid: int | None = None,
-              threads: int | None = None, isolate: bool = False, clean: bool = False) -> int:
+              threads: int | None = None, clean: bool = False, join: dict | None = None) -> int:
         request = {"argv": argv, "cwd": str(cwd), "env": env, "memory_bytes": memory_bytes, "uid": uid, "threads": threads,
-                   "isolate": isolate, "clean": clean}
+                   "clean": clean, "join": join}
         with self._lock:
             self._wait_until_ready()
             self._process.stdin.write(json.dumps(request) + "\n")
@@ -165,7 +173,7 @@ class Zygote:
         return json.loads(answer)["pid"]
 
     def close(self) -> None:
-        if self._process.poll() is None:
+        if self._process is not None and self._process.poll() is None:
             self._process.stdin.close()
             self._process.wait(timeout=10)
 
