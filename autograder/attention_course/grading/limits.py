@@ -24,12 +24,17 @@ class Limits:
 
 def confined(limits: Limits) -> tuple[Limits, list[str]]:
     """The limits as this machine can enforce them, and notes on what it cannot."""
-    limits = replace(limits, isolate=isolation_possible())
+    limits, notes = replace(limits, isolate=isolation_possible()), []
     if limits.first_uid is not None and not separate_users_possible():
         limits = replace(limits, first_uid=None)
+    if limits.memory_bytes is not None and _has_a_gpu():
+        # The memory limit is one of address space (RLIMIT_AS): CUDA reserves far more of it than it uses, and
+        # reports out of memory under such limits (ulimit -v of 16 GB in Netflix/vmaf#1382).
+        limits = replace(limits, memory_bytes=None)
+        notes.append("no memory limit per kernel: this machine has a GPU, and CUDA fails under a limit of address space")
     if limits.isolate:
-        return limits, []
-    return limits, ["kernels ran without isolation (it needs bubblewrap, bwrap, on Linux, with user namespaces "
+        return limits, notes
+    return limits, notes + ["kernels ran without isolation (it needs bubblewrap, bwrap, on Linux, with user namespaces "
                     "allowed or run as root): student code could read and write "
                     "the grader's files and use the network; submitted files are checked and restored"]
 
@@ -50,3 +55,8 @@ def separate_users_possible() -> bool:
                 break
             path = os.path.dirname(path)
     return True
+
+
+def _has_a_gpu() -> bool:
+    """Whether kernels here may use CUDA, asked without starting CUDA in this process (the NVIDIA driver's devices)."""
+    return os.path.exists("/dev/nvidiactl")
