@@ -130,19 +130,11 @@ def serve() -> None:
 class Zygote:
     """The grader's handle on a zygote process; thread-safe."""
 
-    def __init__(self, start: bool | None = None):
-        """``start``: start the zygote now, so that it imports while the grader does other work
-        (by default, unless this machine confines kernels: then they are fresh Pythons in bwrap, and
-        the zygote starts only if an unconfined kernel is asked for)."""
-        from attention_course.grading.isolation import isolation_possible
-
-        self._process = None
+    def __init__(self):
+        """Started now, so that it imports while the grader does other work (confined kernels are
+        forked from it too, unless ``execute.SANDBOX`` asks for fresh Pythons)."""
         self._lock = threading.Lock()
         self._ready = False
-        if start if start is not None else not isolation_possible():
-            self._start()
-
-    def _start(self) -> None:
         self._process = subprocess.Popen(
             [sys.executable, "-m", "attention_course.grading.zygote"],
             stdin=subprocess.PIPE,
@@ -153,8 +145,6 @@ class Zygote:
 
     def _wait_until_ready(self) -> None:
         """The zygote imports while the grader does other work; the first spawn waits for it."""
-        if self._process is None:
-            self._start()
         if not self._ready:
             if not self._process.stdout.readline():
                 raise RuntimeError("the kernel zygote did not start")
@@ -173,7 +163,7 @@ class Zygote:
         return json.loads(answer)["pid"]
 
     def close(self) -> None:
-        if self._process is not None and self._process.poll() is None:
+        if self._process.poll() is None:
             self._process.stdin.close()
             self._process.wait(timeout=10)
 
