@@ -1,5 +1,5 @@
-"""Run one prepared notebook in a fresh kernel (confined by bubblewrap where this machine allows
-it, else forked from the zygote; ``ConfinedProvisioner``), within limits: seconds
+"""Run one prepared notebook in a fresh kernel forked from the zygote (into a bubblewrap sandbox
+where this machine allows one; ``ConfinedProvisioner``), within limits: seconds
 per cell, seconds for the whole notebook, bytes of output per cell, memory of the kernel. The
 kernel works in a scratch folder. Whatever happens, the result is a notebook in which a test
 cell that did not run to completion carries an error, so it cannot earn points."""

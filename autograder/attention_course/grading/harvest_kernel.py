@@ -30,12 +30,13 @@ CPU_DEVICE = "import torch\n\n\ndef default_device():\n    return torch.device('
 
 
 @functools.cache
-def _module_tree(name: str) -> ast.Module:
-    return ast.parse(Path(importlib.util.find_spec(name).origin).read_text())
-
-
 def _source_of(name: str) -> str:
     return Path(importlib.util.find_spec(name).origin).read_text()
+
+
+@functools.cache
+def _module_tree(name: str) -> ast.Module:
+    return ast.parse(_source_of(name))
 
 
 def _package_imports(tree: ast.AST) -> dict[str, set[str]]:
@@ -105,23 +106,23 @@ def kernel_modules(assignment: str) -> list[tuple[str, str]]:
     order: list[str] = []
 
     def need(module: str, names: set[str]) -> None:
-        if module in sources and module.startswith(KERNEL_HALF):
-            return
+        """Ship ``module`` (and what it imports), which something shipped imports ``names`` from."""
         if module.startswith(KERNEL_HALF + "."):
-            source, imports = _source_of(module), _package_imports(_module_tree(module))
+            load = lambda: (_source_of(module), _package_imports(_module_tree(module)))  # noqa: E731
         elif module in handed and names <= handed[module]:
-            source, imports = _closure(module, handed[module])
+            load = lambda: _closure(module, handed[module])  # noqa: E731
         elif module in DEVICE_MODULES and names <= {"default_device"}:
-            source, imports = CPU_DEVICE, {}
+            load = lambda: (CPU_DEVICE, {})  # noqa: E731
         else:
             raise ImportError(f"the harvest kernel of {assignment} cannot have {module} ({', '.join(sorted(names))}): "
                               "neither the kernel half of an exercise nor handed over")
-        sources[module] = source
+        if module in sources:
+            return
+        sources[module], imports = load()
         for dependency, dependency_names in imports.items():
             if dependency != module:
                 need(dependency, dependency_names)
-        if module not in order:
-            order.append(module)
+        order.append(module)
 
     for module in sorted(wanted):
         need(module, set())
