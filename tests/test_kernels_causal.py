@@ -6,7 +6,6 @@ a float64 computation written independently below, and Hugging Face ``GPT2Attent
 every parameter randomized. The oracle set-up is tested too.
 """
 
-import functools
 import math
 
 import pytest
@@ -29,8 +28,6 @@ T, F_ = True, False
 # Tolerances of a kernel run in `dtype` against a float64 reference computed from the same
 # (already rounded) inputs: a few units of the dtype's epsilon (fp16 9.8e-4, bf16 7.8e-3), for
 # O(1) values. Over 1500 random shapes the reference kernels use under half of each budget.
-# The kernels here are compared with results rounded too (SDPA's, Hugging Face's, a reference rounded back).
-tol = functools.partial(tolerance, rounded_twice=True)
 ALL_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 
 # Functions are independent of hypothesis' generated devices: property tests take the `device`
@@ -142,7 +139,7 @@ def test_oracle_sdpa_is_causal_is_top_left_when_fewer_queries():
     explicit_top_left = torch.softmax(
         (q @ k.mT / math.sqrt(8)).masked_fill(~torch.ones(3, 7, dtype=torch.bool).tril(), -math.inf), dim=-1
     ) @ v
-    assert_close(top_left, explicit_top_left, **tol(torch.float64))
+    assert_close(top_left, explicit_top_left, **tolerance(torch.float64))
     assert not torch.allclose(top_left, ref.attention(q, k, v), atol=1e-3)
 
 
@@ -152,7 +149,7 @@ def test_oracle_causal_lower_right_is_bottom_right():
     assert_close(
         F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(4, 9)),
         explicit_attention(q, k, v),
-        **tol(torch.float64),
+        **tolerance(torch.float64),
     )
 
 
@@ -166,8 +163,8 @@ def test_oracle_causal_lower_right_is_bottom_right():
 def test_attention_equals_sdpa_is_causal_when_square(device, dtype, lead, length, d):
     q, k, v = qkv(lead, length, length, d, seed=3, dtype=dtype, device=device)
     expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    assert_close(ref.attention(q, k, v), expected, **tol(dtype))
-    assert_close(ref.fused_attention(q, k, v), expected, **tol(dtype))
+    assert_close(ref.attention(q, k, v), expected, **tolerance(dtype))
+    assert_close(ref.fused_attention(q, k, v), expected, **tolerance(dtype))
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -177,11 +174,11 @@ def test_attention_equals_sdpa_with_bottom_right_mask(device, dtype, lead, n_que
     explicit_mask = bottom_right(n_queries, n_keys).to(device)
     with_mask = F.scaled_dot_product_attention(q, k, v, attn_mask=explicit_mask)
     with_bias = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(n_queries, n_keys))
-    assert_close(with_mask, with_bias, **tol(dtype))
+    assert_close(with_mask, with_bias, **tolerance(dtype))
     output = ref.attention(q, k, v)
     assert output.shape == (*lead, n_queries, d + 3)
-    assert_close(output, with_mask, **tol(dtype))
-    assert_close(ref.fused_attention(q, k, v), with_mask, **tol(dtype))
+    assert_close(output, with_mask, **tolerance(dtype))
+    assert_close(ref.fused_attention(q, k, v), with_mask, **tolerance(dtype))
 
 
 def test_attention_weights_written_out_example():
@@ -216,17 +213,17 @@ def test_masked_weights_are_exactly_zero_and_rows_sum_to_one(device, dtype, n_qu
     assert bool((weights[..., blocked] == 0).all()), "masked entries must be exactly 0"
     assert bool((weights[..., ~blocked] > 0).all()), "every allowed key keeps some weight"
     sums = weights.double().sum(dim=-1)
-    assert_close(sums, torch.ones_like(sums), **tol(dtype))
+    assert_close(sums, torch.ones_like(sums), **tolerance(dtype))
 
 
 @pytest.mark.parametrize("n_queries, n_keys", [(5, 5), (2, 7)])
 def test_non_causal_is_plain_softmax(device, n_queries, n_keys):
     q, k, v = qkv((2, 2), n_queries, n_keys, 8, seed=6, device=device)
     plain = torch.softmax(q @ k.mT / math.sqrt(8), dim=-1)
-    assert_close(ref.attention_weights(q, k, causal=False), plain, **tol(torch.float64))
-    assert_close(ref.attention(q, k, v, causal=False), plain @ v, **tol(torch.float64))
-    assert_close(ref.attention(q, k, v, causal=False), F.scaled_dot_product_attention(q, k, v), **tol(torch.float64))
-    assert_close(ref.fused_attention(q, k, v, causal=False), plain @ v, **tol(torch.float64))
+    assert_close(ref.attention_weights(q, k, causal=False), plain, **tolerance(torch.float64))
+    assert_close(ref.attention(q, k, v, causal=False), plain @ v, **tolerance(torch.float64))
+    assert_close(ref.attention(q, k, v, causal=False), F.scaled_dot_product_attention(q, k, v), **tolerance(torch.float64))
+    assert_close(ref.fused_attention(q, k, v, causal=False), plain @ v, **tolerance(torch.float64))
     # and it differs from the causal result: the flag is not ignored
     assert not torch.allclose(ref.attention(q, k, v, causal=True), plain @ v, atol=1e-6)
 
@@ -258,7 +255,7 @@ def test_fused_attention_equals_attention(device, dtype, causal):
         q, k, v = qkv(lead, n_queries, n_keys, d, seed=10 * seed, dtype=dtype, device=device)
         fused = ref.fused_attention(q, k, v, causal=causal)
         assert fused.dtype == dtype and fused.device.type == device.type
-        assert_close(fused, ref.attention(q, k, v, causal=causal), **tol(dtype))
+        assert_close(fused, ref.attention(q, k, v, causal=causal), **tolerance(dtype))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -287,7 +284,7 @@ def test_property_float64_equals_explicit_computation(device, shape, seed, causa
     expected_weights = explicit_weights(q, k, causal)
     weights = ref.attention_weights(q, k, causal=causal)
     assert weights.shape == (*lead, n_queries, n_keys)
-    assert_close(weights.cpu(), expected_weights, **tol(torch.float64))
+    assert_close(weights.cpu(), expected_weights, **tolerance(torch.float64))
     if causal:
         assert bool((weights.cpu()[..., ~bottom_right(n_queries, n_keys)] == 0).all())
     expected = explicit_attention(q, k, v, causal)
@@ -295,7 +292,7 @@ def test_property_float64_equals_explicit_computation(device, shape, seed, causa
         output = fn(q, k, v, causal=causal)
         assert output.shape == (*lead, n_queries, dv)
         assert output.dtype == torch.float64 and output.device == q.device
-        assert_close(output.cpu(), expected, **tol(torch.float64))
+        assert_close(output.cpu(), expected, **tolerance(torch.float64))
 
 
 @fixture_ok
@@ -308,14 +305,14 @@ def test_property_lower_precision_against_float64_reference(device, shape, seed,
     expected_weights = explicit_weights(q, k, causal)
     weights = ref.attention_weights(q, k, causal=causal)
     assert weights.dtype == dtype and weights.device == q.device
-    assert_close(weights.cpu().double(), expected_weights, **tol(dtype))
+    assert_close(weights.cpu().double(), expected_weights, **tolerance(dtype))
     if causal:
         assert bool((weights.cpu()[..., ~bottom_right(n_queries, n_keys)] == 0).all())
     for fn in (ref.attention, ref.fused_attention):
         output = fn(q, k, v, causal=causal)
         assert output.dtype == dtype and output.device == q.device
         assert output.shape == (*lead, n_queries, dv)
-        assert_close(output.cpu().double(), expected, **tol(dtype))
+        assert_close(output.cpu().double(), expected, **tolerance(dtype))
 
 
 @given(shape=attention_shapes(), seed=seeds)
@@ -325,10 +322,10 @@ def test_property_appending_keys_leaves_earlier_queries_unchanged(shape, seed):
     q, k, v = qkv(lead, n_keys + 1, n_keys + 1, d, dv, seed=seed)
     full = ref.attention(q, k, v)
     prefix = ref.attention(q[..., :n_keys, :], k[..., :n_keys, :], v[..., :n_keys, :])
-    assert_close(full[..., :n_keys, :], prefix, **tol(torch.float64))
+    assert_close(full[..., :n_keys, :], prefix, **tolerance(torch.float64))
     # the last Tq queries alone, over all keys, equal the last Tq rows of the full computation
     tail = ref.attention(q[..., -n_queries:, :], k, v)
-    assert_close(tail, full[..., -n_queries:, :], **tol(torch.float64))
+    assert_close(tail, full[..., -n_queries:, :], **tolerance(torch.float64))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -446,7 +443,7 @@ def test_gpt2_attention_equals_hugging_face(hf_layer, batch, length):
         expected = gpt2_attention_layer_output(hf_layer, x)
         output = ref.gpt2_attention(x, *layer_weights(hf_layer), HEADS)
     assert output.shape == (batch, length, WIDTH)
-    assert_close(output, expected, **tol(torch.float64))
+    assert_close(output, expected, **tolerance(torch.float64))
 
 
 @pytest.mark.parametrize("which", range(4), ids=["c_attn.weight", "c_attn.bias", "c_proj.weight", "c_proj.bias"])
@@ -488,9 +485,9 @@ def test_bare_hf_layer_without_a_mask_is_not_causal(hf_layer):
                 causal=False,
             )
         ) @ hf_layer.c_proj.weight + hf_layer.c_proj.bias
-    assert_close(unmasked, full, **tol(torch.float64))
+    assert_close(unmasked, full, **tolerance(torch.float64))
     assert not torch.allclose(unmasked[:, :-1], masked[:, :-1], atol=1e-6)
-    assert_close(unmasked[:, -1], masked[:, -1], **tol(torch.float64))  # the last query sees everything anyway
+    assert_close(unmasked[:, -1], masked[:, -1], **tolerance(torch.float64))  # the last query sees everything anyway
 
 
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
@@ -526,8 +523,8 @@ def test_hf_oracle_matches_the_attention_layer_inside_gpt2(attn_implementation):
         with torch.no_grad():
             oracle = gpt2_attention_layer_output(block.attn, layer_input)
             output = ref.gpt2_attention(layer_input, *layer_weights(block.attn), HEADS)
-        assert_close(oracle, layer_output, **tol(torch.float64))
-        assert_close(output, layer_output, **tol(torch.float64))
+        assert_close(oracle, layer_output, **tolerance(torch.float64))
+        assert_close(output, layer_output, **tolerance(torch.float64))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, *LOW_PRECISION])
@@ -539,4 +536,4 @@ def test_gpt2_attention_keeps_dtype_and_device(device, dtype):
     assert output.dtype == dtype and output.device == cast[0].device
     # reference from the same rounded inputs
     expected = ref.gpt2_attention(*(t.double().cpu() for t in cast), HEADS)
-    assert_close(output.cpu().double(), expected, **tol(dtype))
+    assert_close(output.cpu().double(), expected, **tolerance(dtype))

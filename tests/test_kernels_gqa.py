@@ -7,8 +7,6 @@ on the ``meta`` device for parameter counts, and the whole-sequence pass for cac
 The variants agree with each other: G = H is MHA, G = 1 is MQA.
 """
 
-import functools
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -33,8 +31,6 @@ from attention_course.kernels.mqa import MultiQueryAttention, mqa_attention
 from attention_course.memory import NewStorages
 from attention_course.model_configs import meta_llama_attention, projection_params
 
-# The kernels here are compared with results rounded too (SDPA's, Hugging Face's, a reference rounded back).
-tol = functools.partial(tolerance, rounded_twice=True)
 
 
 @st.composite
@@ -91,7 +87,7 @@ def test_gqa_keeps_dtype_and_device(dtype, device):
     out = gqa_attention(q, k, v)
     assert out.dtype == dtype and out.device == q.device
     expected = gqa_attention(q.double(), k.double(), v.double()).to(dtype)
-    assert_close(out, expected, **tol(dtype))
+    assert_close(out, expected, **tolerance(dtype))
 
 
 def test_h_not_divisible_by_g_raises():

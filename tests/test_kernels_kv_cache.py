@@ -6,7 +6,6 @@ parameter randomized, ``GPT2LMHeadModel`` logits, ``generate(do_sample=False)`` 
 its cache, and the bytes of real Hugging Face caches after a forward pass.
 """
 
-import functools
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -26,8 +25,6 @@ from attention_course.kernels.kv_cache import KVCache, cached_gpt2_attention, gr
 from attention_course.models import local_gpt2
 
 fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
-# The kernels here are compared with results rounded too (SDPA's, Hugging Face's, a reference rounded back).
-tol = functools.partial(tolerance, rounded_twice=True)
 
 
 def randn(*shape, seed, dtype=torch.float64, device="cpu", scale=1.0):
@@ -106,7 +103,7 @@ def test_prefill_plus_steps_equals_the_uncached_layer(device, dtype, chunks):
     expected = gpt2_attention(x, *weights, 4)  # float64, uncached
     output = run_chunks(x.to(dtype), [w.to(dtype) for w in weights], 4, chunks)
     assert output.dtype == dtype and output.device.type == torch.device(device).type
-    assert_close(output.double(), expected, **tol(dtype))
+    assert_close(output.double(), expected, **tolerance(dtype))
 
 
 @fixture_ok
@@ -114,7 +111,7 @@ def test_prefill_plus_steps_equals_the_uncached_layer(device, dtype, chunks):
 def test_any_chunking_equals_the_uncached_layer(chunks, heads, batch):
     x = randn(batch, sum(chunks), 16, seed=sum(chunks))
     weights = layer_weights(16, seed=len(chunks))
-    assert_close(run_chunks(x, weights, heads, chunks), gpt2_attention(x, *weights, heads), **tol(torch.float64))
+    assert_close(run_chunks(x, weights, heads, chunks), gpt2_attention(x, *weights, heads), **tolerance(torch.float64))
 
 
 def test_cached_layer_equals_hugging_face_gpt2_attention():
@@ -131,7 +128,7 @@ def test_cached_layer_equals_hugging_face_gpt2_attention():
         x_changed[:, -1] += 1
         assert_close(gpt2_attention_layer_output(layer, x_changed)[:, :-1], expected[:, :-1])
         weights = [layer.c_attn.weight, layer.c_attn.bias, layer.c_proj.weight, layer.c_proj.bias]
-        assert_close(run_chunks(x, weights, 6, [4, 1, 3, 1]), expected, **tol(torch.float64))
+        assert_close(run_chunks(x, weights, 6, [4, 1, 3, 1]), expected, **tolerance(torch.float64))
 
 
 def test_top_left_mask_is_wrong_for_a_cache():
@@ -159,10 +156,10 @@ def test_decoder_logits_equal_hugging_face(small_gpt2):
     ids = torch.randint(0, 257, (2, 10), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = small_gpt2(ids).logits
-    assert_close(decoder(ids), expected, **tol(torch.float32))  # both float32
+    assert_close(decoder(ids), expected, **tolerance(torch.float32))  # both float32
     caches = decoder.new_caches(2, 10)
     stepwise = [decoder(ids[:, :6], caches)] + [decoder(ids[:, t : t + 1], caches) for t in range(6, 10)]
-    assert_close(torch.cat(stepwise, dim=1), expected, **tol(torch.float32))  # both float32
+    assert_close(torch.cat(stepwise, dim=1), expected, **tolerance(torch.float32))  # both float32
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -209,9 +206,9 @@ def test_decoder_numbers_new_tokens_after_the_cached_ones(small_gpt2):
     caches_right, caches_buggy = right.new_caches(1, 8), buggy.new_caches(1, 8)
     assert torch.equal(right(ids[:, :7], caches_right), buggy(ids[:, :7], caches_buggy))
     step_right, step_buggy = right(ids[:, 7:], caches_right), buggy(ids[:, 7:], caches_buggy)
-    assert_close(step_right[:, -1], expected[:, -1], **tol(torch.float32))
+    assert_close(step_right[:, -1], expected[:, -1], **tolerance(torch.float32))
     assert (step_buggy - step_right).abs().max() > 1e-2
-    assert_close(buggy(ids), expected, **tol(torch.float32))
+    assert_close(buggy(ids), expected, **tolerance(torch.float32))
 
 
 @pytest.mark.parametrize("d_model,n_heads", [(768, 12), (64, 4)])
