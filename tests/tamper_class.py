@@ -131,7 +131,7 @@ WRITE_RESULTS = '''
 import glob, os
 _written = []
 for _path in ["{root}/gradebook.db", *glob.glob("{root}/autograded/*/01_causal_attention/*.ipynb"),
-              *glob.glob("{root}/.grading/01_causal_attention/executed/*/*/*.ipynb"), "{root}/feedback/forged.html", "{submitted}"]:
+              *glob.glob("{root}/.grading/01_causal_attention/outcomes/*.json"), "{root}/feedback/forged.html", "{submitted}"]:
     try:
         with open(_path, "a") as _file:
             _file.write("forged")

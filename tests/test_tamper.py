@@ -84,10 +84,15 @@ def tampered(tmp_path_factory):
 
 
 def in_process_points(course, student: str) -> float:
-    executed = course / ".grading" / ASSIGNMENT / "executed" / student / ASSIGNMENT / NOTEBOOK
-    if not executed.is_file():
+    """What the test cells earned in the student's own process: the autograded notebook less the verdicts."""
+    from attention_course.grading.verdicts.judge import ERROR_NAME
+
+    autograded = course / "autograded" / student / ASSIGNMENT / NOTEBOOK
+    if not autograded.is_file():
         return 0.0
-    nb = nbformat.read(executed, as_version=4)
+    nb = nbformat.read(autograded, as_version=4)
+    for cell in nb.cells:
+        cell.outputs = [o for o in cell.get("outputs", []) if o.get("ename") != ERROR_NAME]
     return sum(determine_grade(cell)[0] or 0 for cell in nb.cells if is_test_cell(cell))
 
 

@@ -1,37 +1,40 @@
 """``attention-course grade ASSIGNMENT SUBMISSIONS``: from an LMS download to grades and feedback.
 
-1. collect: one notebook per student into nbgrader's ``submitted/`` (unusable files: a status and 0);
-2. nbgrader prepares each notebook (its own sanitizing: instructor's test cells, missing cells back);
-3. the prepared notebooks run in parallel, each in a fresh kernel forked from a pre-loaded zygote,
-   within limits; executed copies are kept under ``.grading/``, so an interrupted run resumes;
-4. nbgrader scores the executed notebooks and stores the grades (its gradebook stays the source
-   of truth: formgrader, ``generate_feedback`` and ``export`` keep working);
-5. feedback HTML, ``grades.csv``, a printed summary and a summary figure.
+1. once per class: nbgrader registers the assignment (in this process, through its Python API);
+2. collect: one notebook per student into nbgrader's ``submitted/`` (unusable files: a status and 0);
+3. each notebook is a job (``notebook_job``) for a worker process: nbgrader's own autograde (its
+   sanitizing, the confined execution in a kernel forked from the worker's pre-loaded zygote, the
+   harvest and its verdicts, nbgrader's scoring) and its feedback, in a scratch course of the job's
+   own; the workers run in parallel, with a progress bar; each finished job is kept under
+   ``.grading/``, so a run that stops resumes and a notebook graded before is not run again;
+4. this process, the only writer, copies the grades into ``gradebook.db`` in batches (formgrader,
+   ``generate_feedback`` and ``export`` keep working) and the files into ``autograded/`` and ``feedback/``;
+5. once per class: ``grades.csv``, a printed summary and a summary figure.
 """
 
-import asyncio
+import concurrent.futures
 import hashlib
+import json
 import os
+import secrets
 import time
-import warnings
 from dataclasses import dataclass, field, replace
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import nbformat
-from nbgrader.utils import setenv
 
-from attention_course.grading.cells import grade_id, is_test_cell, neutralise_hidden_test_markers
+from attention_course.grading.cells import grade_id, is_test_cell
 from attention_course.grading.collect import Entry, answer_ids, collect, place, restore_originals, snapshot
 from attention_course.grading.course import ASSIGNMENTS, source_notebook
 from attention_course.grading.limits import Limits, confined
-from attention_course.grading.nbgrader_plugin import (EXECUTED_AUTOGRADE_PREPROCESSORS, code_of, configured_limits, executed_path,
-                                                     execute_with_harvest)
-from attention_course.grading.nbgrader_steps import (NbgraderFailed, as_option, failures_by_student, generate_release, nbgrader,
-                                                    stored_grades)
-from attention_course.grading.zygote import Zygote
+from attention_course.grading.nbgrader_plugin import configured_limits
+from attention_course.grading.nbgrader_steps import export_grades, register_assignment, stored_grades
+from attention_course.grading.notebook_job import (ClassBundle, NotebookJob, NotebookOutcome, bundle_of, grade_job, store_outcomes,
+                                                   write_files)
+from attention_course.grading.workers import RETRIES, LocalPool
 
 WORK = ".grading"
-RUN_KEY = "attention_course_run"  # in an executed copy: what it was executed from, and how it went
 
 
 @dataclass
@@ -51,81 +54,17 @@ class ClassResult:
     notes: list[str]
     seconds: float
     items: dict[str, tuple[int, int]] = field(default_factory=dict)  # test cell -> (passed, graded)
-
-
-def _digest(nb) -> str:
-    return hashlib.sha256("\x00".join(code_of(nb)).encode()).hexdigest()
+    # Where the time went: per-class steps, the driver's own work per notebook, waiting on the workers.
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def _progress(total: int):
     try:
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, unit="notebook", desc="executing", leave=True)
+        return tqdm(total=total, unit="notebook", desc="grading", leave=True)
     except ImportError:  # pragma: no cover - tqdm comes with transformers
         return None
-
-
-async def _execute_all(jobs: list[tuple[str, Path, Path]], workers: int, limits: Limits, zygote: Zygote,
-                       assignment: str, source_nb, written: dict[Path, bytes]) -> dict[str, str]:
-    """Run each prepared notebook (student, prepared path, executed path), the harvest appended;
-    statuses by student. ``written`` gets the bytes of each executed copy as the grader wrote it."""
-    statuses: dict[str, str] = {}
-    pending = []
-    for student, prepared, executed in jobs:
-        nb = nbformat.read(prepared, as_version=4)
-        if executed.is_file():
-            earlier = nbformat.read(executed, as_version=4).metadata.get(RUN_KEY, {})
-            if earlier.get("digest") == _digest(nb) and earlier["status"].startswith("ok"):  # a stopped run runs again
-                statuses[student] = earlier["status"]
-                written[executed] = executed.read_bytes()
-                continue
-        pending.append((student, prepared, executed, nb))
-    if not pending:
-        return statuses
-    bar = _progress(len(pending))
-    semaphore = asyncio.Semaphore(workers)
-
-    async def run(student, prepared, executed, nb):
-        async with semaphore:
-            digest = _digest(nb)
-            try:
-                status = await execute_with_harvest(nb, assignment, source_nb, zygote, limits, str(prepared.parent))
-                nb.metadata[RUN_KEY] = {"digest": digest, "status": status}
-                executed.parent.mkdir(parents=True, exist_ok=True)
-                nbformat.write(nb, executed)
-                written[executed] = executed.read_bytes()
-            except Exception as error:  # the grader's own failure on one notebook: that student only, not the class
-                executed.unlink(missing_ok=True)
-                status = f"the grader could not run this notebook ({type(error).__name__}: {str(error)[:200]}); scored 0"
-            statuses[student] = status
-            if bar is not None:
-                bar.update(1)
-
-    await asyncio.gather(*(run(*job) for job in pending))
-    if bar is not None:
-        bar.close()
-    return statuses
-
-
-def _record_zero(root: Path, assignment: str, student: str) -> None:
-    """A submission with nothing gradable: every item 0, as nbgrader does for a missing notebook."""
-    from nbgrader.api import Gradebook
-
-    with warnings.catch_warnings(), Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
-        warnings.simplefilter("ignore")  # SQLAlchemy's autoflush notices from inside nbgrader's API
-        gradebook.update_or_create_student(student)
-        submission = gradebook.update_or_create_submission(assignment, student)
-        for notebook in submission.notebooks:
-            for grade in notebook.grades:
-                grade.auto_score, grade.manual_score, grade.needs_manual_grade = 0, None, False
-        gradebook.db.commit()
-
-
-def _only(root: Path, assignment: str, batch: set[str]) -> list[str]:
-    """nbgrader arguments that leave out the students of earlier batches."""
-    others = sorted(d.name for d in (root / "submitted").iterdir() if (d / assignment).is_dir() and d.name not in batch)
-    return [f"--CourseDirectory.student_id_exclude={','.join(others)}"] if others else []
 
 
 def _register(root: Path, assignment: str, work: Path) -> None:
@@ -134,69 +73,100 @@ def _register(root: Path, assignment: str, work: Path) -> None:
     marker = work / "registered-source.sha256"
     if (root / "gradebook.db").is_file() and marker.is_file() and marker.read_text() == digest:
         return
-    generate_release(root, assignment)
+    register_assignment(root, assignment)
     marker.write_text(digest)
 
 
-def _prepare(root: Path, assignment: str, entries: list[Entry], results: dict[str, StudentResult], selection: list[str],
-             work: Path) -> list[tuple[str, Path, Path]]:
-    """Phase 1: nbgrader's own sanitizing, nothing executed; the jobs for phase 2."""
-    notebook_name = ASSIGNMENTS[assignment]
-    try:
-        nbgrader(root, "autograde", assignment, "--force", *selection, "--Autograde.autograde_preprocessors=[]")
-    except RuntimeError:
-        pass  # a notebook nbgrader cannot prepare is found below by its missing output
-    jobs = []
-    for entry in entries:
-        if entry.notebook is None:
-            continue
-        prepared = root / "autograded" / entry.student / assignment / notebook_name
-        if not prepared.is_file():
-            results[entry.student].status = "nbgrader could not prepare the notebook (see nbgrader's log); scored 0"
-            place(replace(entry, notebook=None), root, assignment, notebook_name)
-            continue
-        executed = executed_path(work / "executed", entry.student, assignment, Path(notebook_name).stem)
-        jobs.append((entry.student, prepared, executed))
-    return jobs
+def _seed(work: Path, student: str) -> int:
+    """A student's harvest seed: secret (drawn once per class and kept in .grading/), the same on every run."""
+    salt = work / "seed-salt"
+    if not salt.is_file():
+        salt.write_text(secrets.token_hex(16))
+    return int.from_bytes(hashlib.sha256(f"{salt.read_text()}:{student}".encode()).digest()[:4], "big") % 2**30
 
 
-def _store_grades(root: Path, assignment: str, entries: list[Entry], selection: list[str], work: Path) -> dict[str, list[str]]:
-    """Phase 3: nbgrader scores what ran and stores the grades; then feedback and the export.
-    Whatever nbgrader cannot do for one student stops only that student: {student: what happened}."""
-    said: dict[str, list[str]] = {}
-    notebook_name = ASSIGNMENTS[assignment]
-    graded = [e.student for e in entries if (root / "submitted" / e.student / assignment / notebook_name).is_file()]
+def _extensions(root: Path, assignment: str) -> dict[str, float]:
+    """Extensions of the due date already in the class's gradebook (seconds, by student)."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
+        return {s.student.id: s.extension.total_seconds() for s in gradebook.assignment_submissions(assignment) if s.extension}
+
+
+def _job(root: Path, assignment: str, entry: Entry, work: Path, extensions: dict[str, float]) -> NotebookJob:
+    folder = root / "submitted" / entry.student / assignment
+    timestamp = folder / "timestamp.txt"
+    return NotebookJob(entry.student, (folder / ASSIGNMENTS[assignment]).read_bytes(), _seed(work, entry.student),
+                       timestamp.read_text() if timestamp.is_file() else None, extensions.get(entry.student))
+
+
+def _finished(path: Path, key: str) -> NotebookOutcome | None:
+    """The outcome of an earlier run of this very job, if it ran to the end (a stopped one runs again)."""
     try:
-        nbgrader(root, "autograde", assignment, "--force", *selection,
-                 as_option("Autograde.autograde_preprocessors", EXECUTED_AUTOGRADE_PREPROCESSORS),
-                 f"--UseExecuted.executed_folder={work / 'executed'}")
-        failed = {}
-    except NbgraderFailed as error:
-        failed = failures_by_student(error.log, assignment)
-    for entry in entries:
-        if entry.student not in graded:
-            _record_zero(root, assignment, entry.student)
-        elif not (root / "autograded" / entry.student / assignment / notebook_name).is_file():
-            _record_zero(root, assignment, entry.student)
-            why = failed.get(entry.student, "see nbgrader's log")
-            said.setdefault(entry.student, []).append(f"nbgrader could not score the notebook ({why}); scored 0")
-    for student in graded:
-        autograded = root / "autograded" / student / assignment / notebook_name
-        if autograded.is_file() and neutralise_hidden_test_markers(nbformat.read(autograded, as_version=4)):
-            said.setdefault(student, []).append(
-                "repaired: the words 'BEGIN/END HIDDEN TESTS' in a cell of yours, written with a no-break space in the feedback")
-    try:
-        nbgrader(root, "generate_feedback", assignment, "--force", *selection)  # the course's preprocessors: nbgrader_config.py
-        failed = {}
-    except NbgraderFailed as error:
-        failed = failures_by_student(error.log, assignment)
-    for student in graded:
-        if (root / "autograded" / student / assignment / notebook_name).is_file() and \
-                not (root / "feedback" / student / assignment / f"{Path(notebook_name).stem}.html").is_file():
-            why = failed.get(student, "see nbgrader's log")
-            said.setdefault(student, []).append(f"no feedback: nbgrader could not write it ({why})")
-    nbgrader(root, "export", "--to", str(root / "grades.csv"))
-    return said
+        outcome = NotebookOutcome.from_json(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return outcome if outcome.key == key and outcome.status.startswith("ok") else None
+
+
+def _keep(path: Path, outcome: NotebookOutcome) -> bytes:
+    """Write the outcome atomically (a run stopped midway leaves no half file); its bytes."""
+    data = json.dumps(outcome.to_json()).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+    return data
+
+
+def _run_jobs(executor: concurrent.futures.Executor, bundle: ClassBundle, jobs: list[NotebookJob], work: Path,
+              written: dict[Path, bytes], clock: dict[str, float]) -> dict[str, NotebookOutcome]:
+    """Each job's outcome (kept under ``work``), earlier ones reused; ``written`` gets the bytes kept."""
+    outcomes, pending = {}, []
+    for job in jobs:
+        path = work / "outcomes" / f"{job.student}.json"
+        earlier = _finished(path, job.key(bundle))
+        if earlier is not None:
+            outcomes[job.student] = earlier
+            written[path] = path.read_bytes()
+        else:
+            pending.append(job)
+    if not pending:
+        return outcomes
+    bar = _progress(len(pending))
+    futures = {executor.submit(grade_job, bundle, job): job for job in pending}
+    given = dict.fromkeys((job.student for job in pending), 1)
+    waiting = 0.0
+    remaining = set(futures)
+    while remaining:
+        started = time.perf_counter()
+        done, remaining = concurrent.futures.wait(remaining, return_when=concurrent.futures.FIRST_COMPLETED)
+        waiting += time.perf_counter() - started
+        for future in done:
+            job = futures.pop(future)
+            try:
+                outcome = future.result()
+            except BrokenProcessPool as error:
+                if given[job.student] <= RETRIES:
+                    given[job.student] += 1
+                    retry = executor.submit(grade_job, bundle, job)
+                    futures[retry] = job
+                    remaining.add(retry)
+                    continue
+                outcome = NotebookOutcome(job.student, "", status=f"the worker process grading it died {given[job.student]} "
+                                                                  f"times ({error}); scored 0")
+            except Exception as error:  # the grader's own failure on one notebook: that student only
+                outcome = NotebookOutcome(job.student, "", status=f"the grader could not run this notebook "
+                                                                  f"({type(error).__name__}: {str(error)[:200]}); scored 0")
+            path = work / "outcomes" / f"{job.student}.json"
+            written[path] = _keep(path, outcome)
+            outcomes[job.student] = outcome
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    clock["waiting on workers"] = clock.get("waiting on workers", 0.0) + waiting
+    return outcomes
 
 
 def _pass_rates(root: Path, assignment: str, students: list[StudentResult]) -> dict[str, tuple[int, int]]:
@@ -206,14 +176,20 @@ def _pass_rates(root: Path, assignment: str, students: list[StudentResult]) -> d
 
 
 def grade_class(root: Path, assignment: str, submissions: Path, workers: int | None = None, limits: Limits | None = None,
-                id_patterns: tuple[str, ...] = (), only_student: str | None = None) -> ClassResult:
+                id_patterns: tuple[str, ...] = (), only_student: str | None = None,
+                executor: concurrent.futures.Executor | None = None) -> ClassResult:
+    """Grade a class; ``executor`` runs the jobs (default: a pool of ``workers`` processes here)."""
     started = time.perf_counter()
     root, submissions = Path(root).resolve(), Path(submissions)
     workers = workers or os.cpu_count() or 1
     work = root / WORK / assignment
     work.mkdir(parents=True, exist_ok=True)
-    with Zygote() as zygote:  # it imports torch and transformers while nbgrader works
+    clock: dict[str, float] = {}
+    pool = LocalPool(workers) if executor is None else None  # its zygotes import while nbgrader registers
+    try:
+        step = time.perf_counter()
         _register(root, assignment, work)
+        clock["registering the assignment"] = time.perf_counter() - step
         assignment_ids = {a: answer_ids(nbformat.read(source_notebook(root, a), as_version=4))
                           for a in ASSIGNMENTS if source_notebook(root, a).is_file()}
         originals = snapshot(submissions)
@@ -225,33 +201,51 @@ def grade_class(root: Path, assignment: str, submissions: Path, workers: int | N
         for entry in entries:
             place(entry, root, assignment, ASSIGNMENTS[assignment])
         results = {e.student: StudentResult(e.student, e.origin, status=e.problem or "ok") for e in entries}
-        selection = _only(root, assignment, set(results))
-        jobs = _prepare(root, assignment, entries, results, selection, work)
 
-        limits, cannot = confined(limits or configured_limits(root))  # by default what nbgrader_config.py sets
-        notes += cannot
+        limits = limits or configured_limits(root)  # by default what nbgrader_config.py sets
         if limits.threads is None:
             limits = replace(limits, threads=max(1, (os.cpu_count() or 1) // workers))
-        source_nb = nbformat.read(source_notebook(root, assignment), as_version=4)
+        notes += confined(limits)[1]  # what this machine cannot enforce (each worker confines its kernels itself)
+        bundle = bundle_of(root, assignment, ASSIGNMENTS[assignment], limits)
+        extensions = _extensions(root, assignment)
+        jobs = [_job(root, assignment, entry, work, extensions) for entry in entries if entry.notebook is not None]
         # Where kernels are not isolated, their code could change the grader's files: kept and put back.
         kept = {folder: snapshot(folder) for folder in (root / "submitted", root / "gradebook.db")}
         written: dict[Path, bytes] = {}
-        with setenv(NBGRADER_EXECUTION="autograde"):  # what nbgrader's autograde tells a notebook, while it runs
-            statuses = asyncio.run(_execute_all(jobs, workers, limits, zygote, assignment, source_nb, written))
+        outcomes = _run_jobs(executor or pool, bundle, jobs, work, written, clock)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)  # its processes end while this one stores the grades
     changed = restore_originals(submissions, originals)
     changed += [path for folder, files in kept.items() for path in restore_originals(folder, files)]
-    changed += restore_originals(work / "executed", written)
+    changed += restore_originals(work / "outcomes", written)
     notes += [f"{path}: changed while grading, by a student's code; restored" for path in changed]
-    for student, status in statuses.items():
-        results[student].status = status
+    for student, outcome in outcomes.items():
+        results[student].status = outcome.status
     for entry in entries:
         if entry.repairs:
             results[entry.student].status += "; repaired: " + ", ".join(entry.repairs)
+    for student, outcome in outcomes.items():
+        results[student].status = "; ".join([results[student].status, *outcome.notes])
 
-    for student, said in _store_grades(root, assignment, entries, selection, work).items():
-        results[student].status = "; ".join([results[student].status, *said])
+    graded = [outcome for outcome in outcomes.values() if outcome.graded]
+    for outcome in graded:
+        write_files(root / "autograded" / outcome.student / assignment, outcome.autograded)
+        write_files(root / "feedback" / outcome.student / assignment, outcome.feedback)
+    zeros = sorted(set(results) - {outcome.student for outcome in graded})
+    for student in zeros:  # nothing of an earlier run may stand for this one
+        write_files(root / "autograded" / student / assignment, {})
+        write_files(root / "feedback" / student / assignment, {})
+    store_outcomes(root, assignment, graded, zeros)
+    step = time.perf_counter()
+    export_grades(root, root / "grades.csv")
+    clock["exporting grades.csv"] = time.perf_counter() - step
+
     students = sorted(results.values(), key=lambda r: r.student)
     grades = stored_grades(root, assignment, [r.student for r in students])
     for result in students:
         result.score, result.max_score, result.lost = grades[result.student]
-    return ClassResult(assignment, students, notes, time.perf_counter() - started, _pass_rates(root, assignment, students))
+    seconds = time.perf_counter() - started
+    once = clock["registering the assignment"] + clock["exporting grades.csv"]
+    clock["driver, per notebook"] = (seconds - once - clock.get("waiting on workers", 0.0)) / len(students)
+    return ClassResult(assignment, students, notes, seconds, _pass_rates(root, assignment, students), clock)

@@ -315,14 +315,15 @@ async def execute_notebook(nb, zygote, limits: Limits, files_from: str | None = 
     return status
 
 
-async def execute_with_harvest(nb, assignment: str, source_nb, zygote, limits: Limits, files_from: str | None = None) -> str:
+async def execute_with_harvest(nb, assignment: str, source_nb, zygote, limits: Limits, files_from: str | None = None,
+                               seed: int | None = None) -> str:
     """Run the student's notebook (its outputs make the feedback), then the harvest notebook built
     from its accepted code in a fresh kernel of its own (its outputs make the verdicts); the
     student's notebook's status. Here, not in ``nbgrader_plugin``, so that self-grading runs the
-    same way without nbgrader (Colab)."""
+    same way without nbgrader (Colab). ``seed``: of the harvest's inputs (None: drawn now)."""
     from attention_course.grading.verdicts.judge import harvest_notebook, keep_harvest
 
-    harvest_nb, left_out = harvest_notebook(nb, assignment, source_nb)
+    harvest_nb, left_out = harvest_notebook(nb, assignment, source_nb, seed)
     status = await execute_notebook(nb, zygote, limits, files_from=files_from)
     await execute_notebook(harvest_nb, zygote, limits, clean=True)
     keep_harvest(nb, harvest_nb, left_out)

@@ -1,14 +1,11 @@
 """nbgrader's autograde with the course's execution and out-of-process verdicts.
 
-Plain ``nbgrader autograde`` (the repository's ``nbgrader_config.py``, formgrader's button):
-``ConfinedExecute`` stands where nbgrader's ``Execute`` stands (the notebook run in a kernel forked
-from a zygote, within limits, in a scratch copy of its folder; then the harvest notebook, built from
-the student's accepted code, in a fresh kernel of its own), then ``ApplyVerdicts`` judges every item
-in nbgrader's own process.
-
-The grading command (class_grading) executes the notebooks beforehand, in parallel, the same way;
-``UseExecuted`` hands on the executed copy, and the same ``ApplyVerdicts`` judges it. Either way
-nbgrader itself scores the notebook and stores the grades in its gradebook."""
+``nbgrader_config.py`` puts ``ConfinedExecute`` where nbgrader's ``Execute`` stands (the notebook run
+in a kernel forked from a zygote, within limits, in a scratch copy of its folder; then the harvest
+notebook, built from the student's accepted code, in a clean kernel of its own), then ``ApplyVerdicts``
+judges every item in nbgrader's own process, and nbgrader scores the notebook and stores the grades.
+Plain ``nbgrader autograde`` and formgrader's button run them so; the grade command's workers run the
+same autograde, through nbgrader's Python API (``notebook_job``)."""
 
 import asyncio
 import atexit
@@ -17,19 +14,12 @@ from pathlib import Path
 import nbformat
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import NbGraderPreprocessor
-from traitlets import Integer, Unicode
+from traitlets import Integer
 from traitlets.config.loader import PyFileConfigLoader
 
 from attention_course.grading.course import source_notebook
-from attention_course.grading.execute import execute_with_harvest, mark_unfinished_tests  # noqa: F401 (class_grading's)
+from attention_course.grading.execute import execute_with_harvest
 from attention_course.grading.limits import Limits, confined
-
-def executed_path(folder: Path, student: str, assignment: str, notebook: str) -> Path:
-    return Path(folder) / student / assignment / f"{notebook}.ipynb"
-
-
-def code_of(nb) -> list[str]:
-    return [cell.source for cell in nb.cells if cell.cell_type == "code"]
 
 
 def _root(preprocessor: NbGraderPreprocessor) -> Path:
@@ -40,29 +30,12 @@ def _source(preprocessor: NbGraderPreprocessor, assignment: str):
     return nbformat.read(source_notebook(_root(preprocessor), assignment), as_version=4)
 
 
-class UseExecuted(NbGraderPreprocessor):
-    executed_folder = Unicode(help="The folder of the notebooks the grade command executed "
-                                   "(<student>/<assignment>/<notebook>.ipynb), which nbgrader scores").tag(config=True)
-
-    def preprocess(self, nb, resources):
-        info = resources["nbgrader"]
-        path = executed_path(self.executed_folder, info["student"], info["assignment"], info["notebook"])
-        if path.is_file():
-            executed = nbformat.read(path, as_version=4)
-            if code_of(executed) == code_of(nb):
-                return executed, resources
-            reason = "not graded: the executed copy is out of date; grade again"
-        else:
-            reason = "not graded: the notebook was not executed"
-        mark_unfinished_tests(nb, reason)
-        return nb, resources
-
-
 _ZYGOTE = []
+RUN_STATUS = "attention_course_status"  # in nbgrader's resources: how the notebook's run went ("ok" or what stopped it)
 
 
-def _zygote():
-    """One kernel zygote per nbgrader process, closed when it exits."""
+def worker_zygote():
+    """One kernel zygote per grading process (nbgrader's, or a worker of the grade command), closed when it exits."""
     if not _ZYGOTE:
         from attention_course.grading.zygote import Zygote
 
@@ -81,20 +54,26 @@ class ConfinedExecute(NbGraderPreprocessor):
     output_bytes = Integer(Limits.output_bytes, help="Bytes of output kept per cell; the rest is cut").tag(config=True)
     memory_bytes = Integer(Limits.memory_bytes, allow_none=True,
                            help="Bytes of memory a kernel may use (None: no limit)").tag(config=True)
+    threads = Integer(Limits.threads, allow_none=True,
+                      help="torch threads per kernel (None: torch's default; the grade command shares the cores)").tag(config=True)
+    seed = Integer(None, allow_none=True,
+                   help="The seed the harvest draws its inputs from (None: drawn now; the grade command chooses one "
+                        "per notebook, so that a notebook graded again gets the same inputs)").tag(config=True)
 
     def limits(self) -> Limits:
         return Limits(cell_seconds=self.cell_seconds, notebook_seconds=self.notebook_seconds, output_bytes=self.output_bytes,
-                      memory_bytes=self.memory_bytes)
+                      memory_bytes=self.memory_bytes, threads=self.threads)
 
     def preprocess(self, nb, resources):
         assignment = resources["nbgrader"]["assignment"]
         limits, cannot = confined(self.limits())
         for note in cannot:
             self.log.warning(note)
-        status = asyncio.run(execute_with_harvest(nb, assignment, _source(self, assignment), _zygote(), limits,
-                                                  resources["metadata"]["path"]))
+        status = asyncio.run(execute_with_harvest(nb, assignment, _source(self, assignment), worker_zygote(), limits,
+                                                  resources["metadata"]["path"], seed=self.seed))
         if status != "ok":
             self.log.warning("%s: %s", resources["nbgrader"]["student"], status)
+        resources[RUN_STATUS] = status
         return nb, resources
 
 
@@ -116,7 +95,8 @@ class ApplyVerdicts(NbGraderPreprocessor):
         return nb, resources
 
 
-_AFTER_EXECUTION = [
+AUTOGRADE_PREPROCESSORS = [
+    "attention_course.grading.nbgrader_plugin.ConfinedExecute",
     "attention_course.grading.nbgrader_plugin.ApplyVerdicts",
     "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
@@ -125,5 +105,3 @@ _AFTER_EXECUTION = [
     "nbgrader.preprocessors.AssignLatePenalties",
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
-AUTOGRADE_PREPROCESSORS = ["attention_course.grading.nbgrader_plugin.ConfinedExecute", *_AFTER_EXECUTION]
-EXECUTED_AUTOGRADE_PREPROCESSORS = ["attention_course.grading.nbgrader_plugin.UseExecuted", *_AFTER_EXECUTION]

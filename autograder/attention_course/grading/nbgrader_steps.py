@@ -1,14 +1,19 @@
-"""nbgrader as the course uses it: its commands, run in the course directory, and the grades it
-stored, with the error that cost each lost item."""
+"""nbgrader as the course uses it: its commands, run in the course directory (as commands, or in this
+process through its Python API), and the grades it stored, with the error that cost each lost item."""
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import nbformat
+from nbgrader import api as nbgrader_api
+from nbgrader.converters import GenerateAssignment
+from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import NbGraderPreprocessor
+from traitlets.config import Config
+from traitlets.config.loader import PyFileConfigLoader
 
 from attention_course.grading.cells import first_error, grade_id, is_test_cell, neutralise_hidden_test_markers
 from attention_course.grading.course import ASSIGNMENTS
@@ -22,31 +27,18 @@ class NbgraderFailed(RuntimeError):
         self.log = log
 
 
+def _with_tools_on_path() -> str:
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+
 def nbgrader(root: Path, *args: str) -> str:
     """Run an nbgrader command in the course directory, with this Python's tools on PATH; its output."""
-    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    env = dict(os.environ, PATH=_with_tools_on_path())
     completed = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=root, env=env, capture_output=True, text=True)
     if completed.returncode:
         raise NbgraderFailed(f"nbgrader {' '.join(args)} failed:\n{completed.stdout[-3000:]}{completed.stderr[-3000:]}",
                              completed.stdout + completed.stderr)
     return completed.stdout + completed.stderr
-
-
-def failures_by_student(log: str, assignment: str) -> dict[str, str]:
-    """From an nbgrader converter's log (autograde, generate_feedback): {student: the exception that
-    stopped nbgrader on that student's notebook} (nbgrader goes on with the others, then exits 1)."""
-    found: dict[str, str] = {}
-    blocks = re.split(r"There was an error processing assignment: ", log)[1:]
-    for block in blocks:
-        path = block.splitlines()[0].strip().rstrip("/\\")
-        parts = Path(path).parts
-        if len(parts) < 2 or parts[-1] != assignment:
-            continue
-        error = next((line.strip() for line in block.splitlines()[1:] if re.match(r"^\s*[A-Za-z_.]*(Error|Exception)\b.*:", line)), "")
-        found[parts[-2]] = error or "an error (see nbgrader's log)"
-    for student in re.findall(rf"There was an error processing assignment '{re.escape(assignment)}' for student '([^']+)'", log):
-        found.setdefault(student, "an error (see nbgrader's log)")
-    return found
 
 
 class NeutraliseHiddenTestMarkers(NbGraderPreprocessor):
@@ -71,12 +63,43 @@ FEEDBACK_PREPROCESSORS = [
 ]
 
 
-def as_option(traitlet: str, classes: list[str]) -> str:
-    return f"--{traitlet}=[" + ",".join(f"'{c}'" for c in classes) + "]"
-
-
 def generate_release(root: Path, assignment: str) -> None:
     nbgrader(root, "generate_assignment", assignment, "--force")
+
+
+def course_config(root: Path) -> Config:
+    """The course's ``nbgrader_config.py``, as nbgrader's own commands load it there."""
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
+    config.CourseDirectory.root = str(root)
+    return config
+
+
+def register_assignment(root: Path, assignment: str) -> None:
+    """``nbgrader generate_assignment ASSIGNMENT --force`` in this process: the assignment's cells
+    recorded in the gradebook (and release/ written, as that command does)."""
+    config = course_config(root)
+    config.CourseDirectory.assignment_id = assignment
+    # A new gradebook is stamped with the newest revision of nbgrader's schema, which nbgrader asks of a
+    # subprocess, `alembic heads` (seconds); alembic's Python API answers the same at once.
+    with mock.patch.object(nbgrader_api, "get_alembic_version", _schema_revision):
+        GenerateAssignment(coursedir=CourseDirectory(config=config), config=config, force=True).start()
+
+
+def _schema_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(Path(nbgrader_api.__file__).with_name("alembic"))).get_current_head()
+
+
+def export_grades(root: Path, to: Path) -> None:
+    """``nbgrader export --to TO`` in this process, with the exporter the course configures."""
+    from nbgrader.apps.exportapp import ExportApp
+    from nbgrader.api import Gradebook
+
+    config = course_config(root)
+    coursedir = CourseDirectory(config=config)
+    with Gradebook(coursedir.db_url, coursedir.course_id) as gradebook:
+        ExportApp(config=config).plugin_class(config=config, to=str(to)).export(gradebook)
 
 
 def stored_grades(root: Path, assignment: str, students: list[str]) -> dict[str, tuple[float, float, dict[str, str]]]:

@@ -125,6 +125,7 @@ def serve() -> None:
         if pid == 0:
             _become_kernel(request)
         print(json.dumps({"pid": pid}), flush=True)
+    os._exit(0)  # the grader is done with it: no need to tear torch down (seconds)
 
 
 class Zygote:
