@@ -66,10 +66,10 @@ def _grade(args) -> int:
 
 
 def _integrity(args) -> int:
+    import nbformat
+
     from attention_course.grading.collect import answer_ids, collect
     from attention_course.grading.integrity import integrity_report
-
-    import nbformat
 
     root = find_course_root()
     assignment_ids = {a: answer_ids(nbformat.read(source_notebook(root, a), as_version=4))
