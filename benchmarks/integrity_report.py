@@ -25,7 +25,7 @@ from attention_course.grading import integrity
 from attention_course.grading.course import find_course_root
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from integrity_class import AMARA_01, BRUNO_01, CHEN_01, DANA_01, Written, _reference_answers, notebook_of, recomment  # noqa: E402
+from integrity_class import AMARA_01, BRUNO_01, CHEN_01, DANA_01, Written, reference_answers, notebook_of, recomment  # noqa: E402
 
 ASSIGNMENT = "01_causal_attention"
 
@@ -49,7 +49,7 @@ def _one_line_dropped(code: str, rng: random.Random) -> str:
 def synthesized_class(n: int, copiers: float, seed: int) -> tuple[dict, dict[str, str]]:
     """({student: notebook}, {copier: the student they copied})."""
     rng = random.Random(seed)
-    reference = _reference_answers(ASSIGNMENT)
+    reference = reference_answers(ASSIGNMENT)
     bases = [{k: reference[k] for k in AMARA_01}, AMARA_01, BRUNO_01, CHEN_01, DANA_01]
     notebooks, answers, copied = {}, {}, {}
     for index in range(n):

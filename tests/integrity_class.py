@@ -46,7 +46,7 @@ def recomment(code: str) -> str:
     return "\n\n".join(lines)
 
 
-def _reference_answers(assignment: str) -> dict[str, str]:
+def reference_answers(assignment: str) -> dict[str, str]:
     source = nbformat.read(ROOT / "source" / assignment / ASSIGNMENTS[assignment], as_version=4)
     return {grade_id(c): solution_code(c) for c in source.cells if is_solution_cell(c)}
 
@@ -55,6 +55,8 @@ def _reference_answers(assignment: str) -> dict[str, str]:
 
 ONE_LINE_MASK = '''def causal_mask(n_queries, n_keys, device=None):
     """BoolTensor[n_queries, n_keys]: True where query i may attend key j, i.e. j <= i + (n_keys - n_queries)."""
+    if n_queries > n_keys:
+        raise ValueError("more queries than keys")
     return torch.ones(n_queries, n_keys, dtype=torch.bool, device=device).tril(diagonal=n_keys - n_queries)
 '''
 
@@ -206,7 +208,7 @@ def _heads_reordered(code: str) -> str:
 
 
 def students_01() -> list[Written]:
-    reference = _reference_answers("01_causal_attention")
+    reference = reference_answers("01_causal_attention")
     code = {k: v for k, v in reference.items() if k in AMARA_01}
     renamed = {k: recomment(rename(v, RENAMES_01)) for k, v in code.items()}
     reordered = {k: recomment(v) for k, v in code.items()}
@@ -377,7 +379,7 @@ def _methods_reordered(code: str) -> str:
 
 
 def students_02() -> list[Written]:
-    reference = _reference_answers("02_kv_cache")
+    reference = reference_answers("02_kv_cache")
     code = {k: v for k, v in reference.items() if k in AMARA_02}
     renamed = {k: recomment(rename(v, RENAMES_02)) for k, v in code.items()}
     renamed["kv_cache"] = _methods_reordered(renamed["kv_cache"].replace("\n\n", "\n"))

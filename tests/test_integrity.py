@@ -13,7 +13,7 @@ from attention_course.cli import main
 from attention_course.grading import integrity
 from attention_course.grading.integrity import K, KERNELS, MIN_SHARED, REFERENCE, THRESHOLD, WINDOW
 from course_copy import ROOT
-from integrity_class import AMARA_01, ASSIGNMENTS, class_of, recomment, rename
+from integrity_class import AMARA_01, ASSIGNMENTS, RENAMES_01, Written, reference_answers, class_of, notebook_of, recomment, rename
 
 
 def _pairs(assignment: str):
@@ -50,6 +50,20 @@ def test_the_report_flags_every_copy_and_no_honest_pair(assignment):
           f"{max((scores[p] for p in scores if p not in copies and scores[p][1] >= MIN_SHARED), default=None)}")
     assert flagged - copies == set(), "honest pairs flagged"
     assert copies - flagged == set(), "copies missed"
+
+
+@pytest.mark.parametrize("copied", ["gpt2_attention", "attention_weights", "heads"])
+def test_one_copied_exercise_among_own_work_scores_above_every_honest_pair(copied):
+    """What the threshold can miss: one exercise of five copied (renamed) counts for its share of the
+    whole, 0.40 to 0.51 against the reference here; still above every honest pair that shares as many
+    fingerprints (0.34 at most)."""
+    mine = dict(AMARA_01) | {copied: recomment(rename(reference_answers("01_causal_attention")[copied], RENAMES_01))}
+    fay = notebook_of(Written("fay", "fay", mine), "01_causal_attention")
+    submissions, _, _ = integrity.submissions_of(ROOT, "01_causal_attention", {"fay": fay})
+    _, similarity = integrity.similarities(submissions)
+    scores, truth = _pairs("01_causal_attention")
+    honest = max(score[0] for pair, score in scores.items() if not truth[pair] and score[1] >= MIN_SHARED)
+    assert float(similarity[0, [s.name for s in submissions].index(REFERENCE)]) > honest
 
 
 def test_honest_students_who_wrote_the_same_short_function_are_not_flagged():
