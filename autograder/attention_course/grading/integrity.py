@@ -23,6 +23,7 @@ product over the shared fingerprints (benchmarks/integrity_report.py: 500 studen
 """
 
 import builtins
+import csv
 import html
 import io
 import keyword
@@ -44,12 +45,12 @@ K = 7  # tokens per hashed run
 WINDOW = 5  # runs per winnowing window: every shared run of 11 tokens or more is found
 # Flagged: similarity >= THRESHOLD and at least MIN_SHARED fingerprints shared. Measured on the class of
 # tests/integrity_class.py (01 and 02: 18 copy pairs, 88 honest ones, every honest solution passing the
-# checks): the least similar copy is at 0.72 (69 shared), the most similar honest pair with 20 or more shared at 0.34 (31 shared; independent code
-# in the same API shares its idioms); honest students with the same one-line function share all their
-# fingerprints (1.0) but only 13 (01's causal_mask: a check and torch.tril) or 3 (02's kv_cache_bytes).
-# 0.5 sits in the gap; 20 fingerprints (some 30 tokens in common besides what was handed out) keeps such
-# short functions out. One exercise of five copied among one's own work scores 0.40 to 0.51: above every
-# honest pair, but not always flagged (tests/test_integrity.py).
+# checks): the least similar copy is at 0.72 (69 shared), the most similar honest pair with 20 or more
+# shared at 0.34 (31 shared: independent code in the same API shares its idioms); honest students with
+# the same short function share all their fingerprints (1.0) but only 13 (01's causal_mask: a check and
+# torch.tril) or 3 (02's kv_cache_bytes). 0.5 sits in the gap; 20 fingerprints (some 30 tokens in common
+# besides what was handed out) keeps such short functions out. One exercise of five copied among one's
+# own work scores 0.40 to 0.51: above every honest pair, but not always flagged (tests/test_integrity.py).
 THRESHOLD = 0.5
 MIN_SHARED = 20
 
@@ -253,8 +254,6 @@ def compare(submissions: list[Submission], threshold: float = THRESHOLD, min_sha
 
 
 def write_csv(matches: list[Match], path: Path) -> None:
-    import csv
-
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["student", "other", "similarity", "shared_fingerprints", "cells_matched", "flagged"])
