@@ -65,6 +65,26 @@ def _grade(args) -> int:
     return 0
 
 
+def _integrity(args) -> int:
+    import nbformat
+
+    from attention_course.grading.collect import answer_ids, collect
+    from attention_course.grading.integrity import integrity_report
+
+    root = find_course_root()
+    assignment_ids = {a: answer_ids(nbformat.read(source_notebook(root, a), as_version=4))
+                      for a in ASSIGNMENTS if source_notebook(root, a).is_file()}
+    entries, notes = collect(Path(args.submissions), assignment_ids, args.assignment, tuple(args.id_pattern))
+    notes += [f"{e.student}: {e.problem}; left out" for e in entries if e.notebook is None]
+    report = integrity_report(root, args.assignment, {e.student: e.notebook for e in entries if e.notebook is not None},
+                              Path(args.out) if args.out else root, tuple(map(Path, args.compare_with)), args.threshold)
+    for note in notes + report.notes:
+        print(f"  - {note}")
+    print(report.summary_line())
+    print(f"Table: {report.csv_path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="attention-course", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +113,21 @@ def main(argv: list[str] | None = None) -> int:
     grade_class.add_argument("--memory-mb", type=int, help="memory limit of each notebook's kernel in MiB, 0 for none (default: "
                              "c.ConfinedExecute.memory_bytes, else 8 GiB)")
     grade_class.set_defaults(run=_grade)
+
+    from attention_course.grading.integrity import THRESHOLD
+
+    integrity = commands.add_parser(
+        "integrity", help="a similarity report: each student against the reference solutions, the class and earlier classes "
+                          "(integrity.csv, integrity.html); it changes no score")
+    integrity.add_argument("assignment", choices=list(ASSIGNMENTS))
+    integrity.add_argument("submissions", help="a zip file or a folder, one notebook per student under any name")
+    integrity.add_argument("--compare-with", action="append", default=[], metavar="FOLDER",
+                           help="an earlier class's submissions (a folder or a zip, any names), compared too (repeatable)")
+    integrity.add_argument("--out", help="where integrity.csv and integrity.html go (default: the course directory, "
+                                         "beside grades.csv)")
+    integrity.add_argument("--threshold", type=float, default=THRESHOLD, help=f"similarity flagged (default {THRESHOLD})")
+    integrity.add_argument("--id-pattern", action="append", default=[], help="as for grade (repeatable)")
+    integrity.set_defaults(run=_integrity)
 
     grade = commands.add_parser(
         "grade-notebook", help="grade one notebook with the hidden tests, without nbgrader's database (for self-learners)"
