@@ -220,9 +220,12 @@ def test_one_student_can_be_regraded(graded):
 def test_summary_and_figure(graded, tmp_path):
     from attention_course.grading.summary import render, save_figure
 
-    _, _, _, _, result = graded
+    course, _, _, _, result = graded
     text = render(result, 2)
     assert "pass rate per item" in text and "the scores were not scaled" in text and "most common mistakes" in text
+    # The integrity report is written beside the grades, and flags the class's copies of the solution.
+    assert "integrity: " in text and (course / "integrity" / ASSIGNMENT / "integrity.html").is_file()
+    assert "solution" in result.integrity
     assert save_figure(result, tmp_path / "summary.png").stat().st_size > 10_000
 
 

@@ -58,7 +58,8 @@ def _grade(args) -> int:
     if args.memory_mb is not None:
         limits = replace(limits, memory_bytes=args.memory_mb * 2**20 or None)
     result = grade_class(root, args.assignment, Path(args.submissions), workers=args.workers, limits=limits,
-                         id_patterns=tuple(args.id_pattern), only_student=args.student)
+                         id_patterns=tuple(args.id_pattern), only_student=args.student,
+                         compare_with=tuple(map(Path, args.compare_with)))
     print(render(result, args.workers or os.cpu_count() or 1))
     figure = save_figure(result, root / f"grading_summary_{args.assignment}.png")
     print(f"\nFeedback: {root / 'feedback'}/<student>/{args.assignment}/   Grades: {root / 'grades.csv'}   Figure: {figure}")
@@ -77,7 +78,8 @@ def _integrity(args) -> int:
     entries, notes = collect(Path(args.submissions), assignment_ids, args.assignment, tuple(args.id_pattern))
     notes += [f"{e.student}: {e.problem}; left out" for e in entries if e.notebook is None]
     report = integrity_report(root, args.assignment, {e.student: e.notebook for e in entries if e.notebook is not None},
-                              Path(args.out) if args.out else root, tuple(map(Path, args.compare_with)), args.threshold)
+                              Path(args.out) if args.out else root / "integrity" / args.assignment, tuple(map(Path, args.compare_with)),
+                              args.threshold)
     for note in notes + report.notes:
         print(f"  - {note}")
     print(report.summary_line())
@@ -112,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                              "else 600)")
     grade_class.add_argument("--memory-mb", type=int, help="memory limit of each notebook's kernel in MiB, 0 for none (default: "
                              "c.ConfinedExecute.memory_bytes, else 8 GiB)")
+    grade_class.add_argument("--compare-with", action="append", default=[], metavar="FOLDER",
+                             help="an earlier class's submissions (folder or zip), for the integrity report (repeatable)")
     grade_class.set_defaults(run=_grade)
 
     from attention_course.grading.integrity import THRESHOLD
@@ -123,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     integrity.add_argument("submissions", help="a zip file or a folder, one notebook per student under any name")
     integrity.add_argument("--compare-with", action="append", default=[], metavar="FOLDER",
                            help="an earlier class's submissions (a folder or a zip, any names), compared too (repeatable)")
-    integrity.add_argument("--out", help="where integrity.csv and integrity.html go (default: the course directory, "
-                                         "beside grades.csv)")
+    integrity.add_argument("--out", help="where integrity.csv and integrity.html go (default: integrity/ASSIGNMENT/ in the "
+                                         "course directory, beside grades.csv)")
     integrity.add_argument("--threshold", type=float, default=THRESHOLD, help=f"similarity flagged (default {THRESHOLD})")
     integrity.add_argument("--id-pattern", action="append", default=[], help="as for grade (repeatable)")
     integrity.set_defaults(run=_integrity)

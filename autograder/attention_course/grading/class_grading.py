@@ -27,6 +27,7 @@ import nbformat
 from attention_course.grading.cells import grade_id, is_test_cell
 from attention_course.grading.collect import Entry, answer_ids, collect, place, restore_originals, snapshot
 from attention_course.grading.course import ASSIGNMENTS, source_notebook
+from attention_course.grading.integrity import integrity_report
 from attention_course.grading.limits import Limits, confined
 from attention_course.grading.nbgrader_plugin import configured_limits
 from attention_course.grading.nbgrader_steps import export_grades, register_assignment, stored_grades
@@ -56,6 +57,7 @@ class ClassResult:
     items: dict[str, tuple[int, int]] = field(default_factory=dict)  # test cell -> (passed, graded)
     # Where the time went: per-class steps, the driver's own work per notebook, waiting on the workers.
     timings: dict[str, float] = field(default_factory=dict)
+    integrity: str = ""  # the integrity report's line: who is flagged, where to read why
 
 
 def _progress(total: int):
@@ -177,8 +179,9 @@ def _pass_rates(root: Path, assignment: str, students: list[StudentResult]) -> d
 
 def grade_class(root: Path, assignment: str, submissions: Path, workers: int | None = None, limits: Limits | None = None,
                 id_patterns: tuple[str, ...] = (), only_student: str | None = None,
-                executor: concurrent.futures.Executor | None = None) -> ClassResult:
-    """Grade a class; ``executor`` runs the jobs (default: a pool of ``workers`` processes here)."""
+                executor: concurrent.futures.Executor | None = None, compare_with: tuple[Path, ...] = ()) -> ClassResult:
+    """Grade a class; ``executor`` runs the jobs (default: a pool of ``workers`` processes here);
+    ``compare_with``: earlier classes' submissions, for the integrity report."""
     started = time.perf_counter()
     root, submissions = Path(root).resolve(), Path(submissions)
     workers = workers or os.cpu_count() or 1
@@ -194,6 +197,8 @@ def grade_class(root: Path, assignment: str, submissions: Path, workers: int | N
                           for a in ASSIGNMENTS if source_notebook(root, a).is_file()}
         originals = snapshot(submissions)
         entries, notes = collect(submissions, assignment_ids, assignment, id_patterns, scratch=work)
+        report = integrity_report(root, assignment, {e.student: e.notebook for e in entries if e.notebook is not None},
+                                  root / "integrity" / assignment, earlier=compare_with)  # the whole class, always
         if only_student:
             entries = [e for e in entries if e.student == only_student]
         if not entries:
@@ -248,4 +253,4 @@ def grade_class(root: Path, assignment: str, submissions: Path, workers: int | N
     seconds = time.perf_counter() - started
     once = clock["registering the assignment"] + clock["exporting grades.csv"]
     clock["driver, per notebook"] = (seconds - once - clock.get("waiting on workers", 0.0)) / len(students)
-    return ClassResult(assignment, students, notes, seconds, _pass_rates(root, assignment, students), clock)
+    return ClassResult(assignment, students, notes, seconds, _pass_rates(root, assignment, students), clock, report.summary_line())

@@ -32,6 +32,8 @@ def render(result: ClassResult, workers: int) -> str:
     if mistakes:
         lines += ["", "  most common mistakes"]
         lines += [f"  {count:>3}x  {text[:160]}" for text, count in mistakes.most_common(8)]
+    if result.integrity:
+        lines += ["", f"  {result.integrity}"]
     if result.notes:
         lines += ["", "  notes on the files"] + [f"  - {note}" for note in result.notes]
     return "\n".join(lines)
