@@ -296,8 +296,6 @@ def test_one_students_text_never_stops_the_class(tmp_path, monkeypatch):
     page = (course / "feedback" / "pasted" / ASSIGNMENT / "causal_attention.html").read_text()
     assert "HIDDEN" in page and "thorough=True" not in page  # the student's text shown, the hidden tests not
     # Without the mend (stock nbgrader feedback), nbgrader fails on those three: they get a status, the rest goes on.
-    import attention_course.grading.class_grading as class_grading
-
     config = course / "nbgrader_config.py"
     mended = "c.GenerateFeedback.preprocessors = FEEDBACK_PREPROCESSORS"
     assert mended in config.read_text()
@@ -313,17 +311,19 @@ def test_one_students_text_never_stops_the_class(tmp_path, monkeypatch):
     # The grader's own failure on one notebook (here in a worker thread of this process) stops only that notebook.
     from concurrent.futures import ThreadPoolExecutor
 
+    import attention_course.grading.workers as workers
+
     (course / ".grading" / ASSIGNMENT / "outcomes" / "pasted.json").unlink()
-    real = class_grading.grade_job
+    real = workers.grade_job
 
     def broken(bundle, job):
         if job.student == "pasted":
             raise RuntimeError("the grader broke")
         return real(bundle, job)
 
-    monkeypatch.setattr(class_grading, "grade_job", broken)
-    with ThreadPoolExecutor(2) as threads:
-        third = {r.student: r for r in grade_class(course, ASSIGNMENT, hand_in, workers=2, executor=threads).students}
+    monkeypatch.setattr(workers, "grade_job", broken)
+    with ThreadPoolExecutor(1) as thread:
+        third = {r.student: r for r in grade_class(course, ASSIGNMENT, hand_in, run_on=workers.InExecutor(thread)).students}
     assert third["pasted"].score == 0 and "could not run this notebook (RuntimeError: the grader broke)" in third["pasted"].status
     assert {s: r.score for s, r in third.items() if s != "pasted"} == {s: 20 for s in by if s != "pasted"}
     assert (course / "grades.csv").is_file()

@@ -59,7 +59,7 @@ def _grade(args) -> int:
         limits = replace(limits, memory_bytes=args.memory_mb * 2**20 or None)
     result = grade_class(root, args.assignment, Path(args.submissions), workers=args.workers, limits=limits,
                          id_patterns=tuple(args.id_pattern), only_student=args.student,
-                         compare_with=tuple(map(Path, args.compare_with)))
+                         compare_with=tuple(map(Path, args.compare_with)), scheduler=args.scheduler)
     print(render(result, args.workers or os.cpu_count() or 1))
     figure = save_figure(result, root / f"grading_summary_{args.assignment}.png")
     print(f"\nFeedback: {root / 'feedback'}/<student>/{args.assignment}/   Grades: {root / 'grades.csv'}   Figure: {figure}")
@@ -114,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
                              "else 600)")
     grade_class.add_argument("--memory-mb", type=int, help="memory limit of each notebook's kernel in MiB, 0 for none (default: "
                              "c.ConfinedExecute.memory_bytes, else 8 GiB)")
+    grade_class.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                             help="grade on a Dask cluster: its scheduler's address (tcp://host:8786, tls://...), or local:N "
+                                  "for a LocalCluster of N worker processes here (default: c.Cluster.scheduler of "
+                                  "nbgrader_config.py; none: a pool of --workers processes here)")
     grade_class.add_argument("--compare-with", action="append", default=[], metavar="FOLDER",
                              help="an earlier class's submissions (folder or zip), for the integrity report (repeatable)")
     grade_class.set_defaults(run=_grade)

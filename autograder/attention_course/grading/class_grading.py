@@ -31,9 +31,9 @@ from attention_course.grading.integrity import integrity_report
 from attention_course.grading.limits import Limits, confined
 from attention_course.grading.nbgrader_plugin import configured_limits
 from attention_course.grading.nbgrader_steps import export_grades, register_assignment, stored_grades
-from attention_course.grading.notebook_job import (ClassBundle, NotebookJob, NotebookOutcome, bundle_of, grade_job, store_outcomes,
-                                                   write_files)
-from attention_course.grading.workers import RETRIES, LocalPool
+from attention_course.grading.cluster import configured_cluster
+from attention_course.grading.notebook_job import ClassBundle, NotebookJob, NotebookOutcome, bundle_of, store_outcomes, write_files
+from attention_course.grading.workers import RETRIES, Workers, workers_for
 
 WORK = ".grading"
 
@@ -121,7 +121,7 @@ def _keep(path: Path, outcome: NotebookOutcome) -> bytes:
     return data
 
 
-def _run_jobs(executor: concurrent.futures.Executor, bundle: ClassBundle, jobs: list[NotebookJob], work: Path,
+def _run_jobs(workers: Workers, bundle: ClassBundle, jobs: list[NotebookJob], work: Path,
               written: dict[Path, bytes], clock: dict[str, float]) -> dict[str, NotebookOutcome]:
     """Each job's outcome (kept under ``work``), earlier ones reused; ``written`` gets the bytes kept."""
     outcomes, pending = {}, []
@@ -136,7 +136,7 @@ def _run_jobs(executor: concurrent.futures.Executor, bundle: ClassBundle, jobs: 
     if not pending:
         return outcomes
     bar = _progress(len(pending))
-    futures = {executor.submit(grade_job, bundle, job): job for job in pending}
+    futures = {workers.submit_job(bundle, job): job for job in pending}
     given = dict.fromkeys((job.student for job in pending), 1)
     waiting = 0.0
     remaining = set(futures)
@@ -149,9 +149,9 @@ def _run_jobs(executor: concurrent.futures.Executor, bundle: ClassBundle, jobs: 
             try:
                 outcome = future.result()
             except BrokenProcessPool as error:
-                if given[job.student] <= RETRIES:
+                if workers.own_retries and given[job.student] <= RETRIES:
                     given[job.student] += 1
-                    retry = executor.submit(grade_job, bundle, job)
+                    retry = workers.submit_job(bundle, job)
                     futures[retry] = job
                     remaining.add(retry)
                     continue
@@ -178,17 +178,23 @@ def _pass_rates(root: Path, assignment: str, students: list[StudentResult]) -> d
 
 
 def grade_class(root: Path, assignment: str, submissions: Path, workers: int | None = None, limits: Limits | None = None,
-                id_patterns: tuple[str, ...] = (), only_student: str | None = None,
-                executor: concurrent.futures.Executor | None = None, compare_with: tuple[Path, ...] = ()) -> ClassResult:
-    """Grade a class; ``executor`` runs the jobs (default: a pool of ``workers`` processes here);
-    ``compare_with``: earlier classes' submissions, for the integrity report."""
+                id_patterns: tuple[str, ...] = (), only_student: str | None = None, scheduler: str | None = None,
+                compare_with: tuple[Path, ...] = (), run_on: Workers | None = None) -> ClassResult:
+    """Grade a class. The jobs run on ``run_on`` if given, else on the Dask cluster ``scheduler`` names
+    (default: ``c.Cluster.scheduler`` of nbgrader_config.py), else on a pool of ``workers`` processes here
+    (default: one per core). ``compare_with``: earlier classes' submissions, for the integrity report."""
     started = time.perf_counter()
     root, submissions = Path(root).resolve(), Path(submissions)
-    workers = workers or os.cpu_count() or 1
     work = root / WORK / assignment
     work.mkdir(parents=True, exist_ok=True)
     clock: dict[str, float] = {}
-    pool = LocalPool(workers) if executor is None else None  # its zygotes import while nbgrader registers
+    settings = configured_cluster(root)
+    scheduler = settings.scheduler if scheduler is None else scheduler
+    # Started first, so that the workers' zygotes import while nbgrader registers the assignment.
+    step = time.perf_counter()
+    pool = None if run_on is not None else workers_for(scheduler, workers or os.cpu_count() or 1, settings)
+    run_on = run_on or pool
+    clock["starting and stopping the workers"] = time.perf_counter() - step
     try:
         step = time.perf_counter()
         _register(root, assignment, work)
@@ -208,8 +214,8 @@ def grade_class(root: Path, assignment: str, submissions: Path, workers: int | N
         results = {e.student: StudentResult(e.student, e.origin, status=e.problem or "ok") for e in entries}
 
         limits = limits or configured_limits(root)  # by default what nbgrader_config.py sets
-        if limits.threads is None:
-            limits = replace(limits, threads=max(1, (os.cpu_count() or 1) // workers))
+        if limits.threads is None:  # the cores shared among the workers here; a cluster's workers run one per core
+            limits = replace(limits, threads=max(1, (os.cpu_count() or 1) // run_on.count) if scheduler == "" else 1)
         notes += confined(limits)[1]  # what this machine cannot enforce (each worker confines its kernels itself)
         bundle = bundle_of(root, assignment, ASSIGNMENTS[assignment], limits)
         extensions = _extensions(root, assignment)
@@ -217,10 +223,12 @@ def grade_class(root: Path, assignment: str, submissions: Path, workers: int | N
         # Where kernels are not isolated, their code could change the grader's files: kept and put back.
         kept = {folder: snapshot(folder) for folder in (root / "submitted", root / "gradebook.db")}
         written: dict[Path, bytes] = {}
-        outcomes = _run_jobs(executor or pool, bundle, jobs, work, written, clock)
+        outcomes = _run_jobs(run_on, bundle, jobs, work, written, clock)
     finally:
         if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)  # its processes end while this one stores the grades
+            step = time.perf_counter()
+            pool.close()
+            clock["starting and stopping the workers"] += time.perf_counter() - step
     changed = restore_originals(submissions, originals)
     changed += [path for folder, files in kept.items() for path in restore_originals(folder, files)]
     changed += restore_originals(work / "outcomes", written)
@@ -251,6 +259,6 @@ def grade_class(root: Path, assignment: str, submissions: Path, workers: int | N
     for result in students:
         result.score, result.max_score, result.lost = grades[result.student]
     seconds = time.perf_counter() - started
-    once = clock["registering the assignment"] + clock["exporting grades.csv"]
+    once = clock["registering the assignment"] + clock["exporting grades.csv"] + clock["starting and stopping the workers"]
     clock["driver, per notebook"] = (seconds - once - clock.get("waiting on workers", 0.0)) / len(students)
     return ClassResult(assignment, students, notes, seconds, _pass_rates(root, assignment, students), clock, report.summary_line())

@@ -63,10 +63,11 @@ class ClassBundle:
     source_files: tuple[tuple[str, bytes], ...]  # source/<assignment>/: (path inside it, bytes)
     gradebook: bytes  # gradebook.db with the assignment registered and no student in it
     limits: Limits
+    grader: str  # the grading code's digest where the bundle was made: a worker's must be the same
 
     @property
     def digest(self) -> str:
-        parts = [self.assignment, self.notebook, self.config, repr(self.limits), grader_digest()]
+        parts = [self.assignment, self.notebook, self.config, repr(self.limits), self.grader]
         parts += [f"{path}\x00{hashlib.sha256(data).hexdigest()}" for path, data in self.source_files]
         return hashlib.sha256("\x01".join(parts).encode()).hexdigest()
 
@@ -112,7 +113,8 @@ def bundle_of(root: Path, assignment: str, notebook: str, limits: Limits) -> Cla
     """The class's bundle, from the course directory (after nbgrader registered the assignment)."""
     source = root / "source" / assignment
     files = tuple(sorted((str(path.relative_to(source)), path.read_bytes()) for path in source.rglob("*") if path.is_file()))
-    return ClassBundle(assignment, notebook, (root / CONFIG).read_text(), files, _without_students(root / "gradebook.db"), limits)
+    return ClassBundle(assignment, notebook, (root / CONFIG).read_text(), files, _without_students(root / "gradebook.db"), limits,
+                       grader_digest())
 
 
 def _without_students(gradebook: Path) -> bytes:
@@ -170,6 +172,8 @@ def _files_of(folder: Path) -> dict[str, str]:
 
 def grade_job(bundle: ClassBundle, job: NotebookJob) -> NotebookOutcome:
     """Run in a worker: the notebook through nbgrader's autograde and feedback, in a scratch course."""
+    if bundle.grader != grader_digest():
+        raise RuntimeError("this worker's attention_course is not the grader's: install the same version on every worker")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SAWarning)  # notices from inside nbgrader's use of SQLAlchemy
         return _grade(bundle, job)

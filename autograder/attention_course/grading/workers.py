@@ -1,41 +1,102 @@
-"""Where the grade command's jobs run: worker processes on this machine (the default)."""
+"""Where the grade command's jobs run: worker processes on this machine (the default), or the workers
+of a Dask cluster (``--scheduler ADDRESS``, or ``local:N`` for a ``LocalCluster`` of N processes: see
+``cluster``).
+
+Either way a job goes out as plain data (``notebook_job.NotebookJob``, with the class's bundle) and
+comes back as plain data (``NotebookOutcome``): nothing a student's process made is unpickled here.
+Each worker process runs one job at a time (nbgrader's converters change the working directory), in
+kernels forked from its own zygote, confined as on this machine (``Limits``, bubblewrap where the
+worker has it). A Dask task's key is the job's key, so a retried task draws the same inputs; the
+scheduler gives a dead worker's tasks to another worker by itself (``distributed.scheduler.
+allowed-failures`` times); a student's crash or time-out is an outcome, never an error, so it is
+never retried.
+"""
 
 import concurrent.futures
 import multiprocessing
 from concurrent.futures.process import BrokenProcessPool
 
-from attention_course.grading.notebook_job import start_worker
+from attention_course.grading.notebook_job import ClassBundle, NotebookJob, grade_job, start_worker
 
-RETRIES = 2  # times a job is given again when the worker process running it died (not the student's kernel)
+RETRIES = 2  # times the local pool gives a job again when the worker process running it died (not the student's kernel)
 
 
-class LocalPool(concurrent.futures.Executor):
+class Workers:
+    """What the grade command needs of a place that runs jobs."""
+
+    count: int  # worker processes (a local pool's; a cluster's when it was asked)
+    own_retries = False  # whether the grade command gives a dead worker's job again (a cluster does it itself)
+
+    def submit_job(self, bundle: ClassBundle, job: NotebookJob) -> concurrent.futures.Future:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class LocalPool(Workers):
     """Worker processes on this machine, started at once, each with its kernel zygote importing from the
     start. When a worker process dies, Python's pool is broken for every job it had; a new one takes its
     place, so that those jobs can be given again."""
 
+    own_retries = True
+
     def __init__(self, workers: int):
-        self.workers = workers
+        self.count = workers
         self._pool = self._start()
 
     def _start(self) -> concurrent.futures.ProcessPoolExecutor:
-        pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+        pool = concurrent.futures.ProcessPoolExecutor(self.count, mp_context=multiprocessing.get_context("spawn"),
                                                       initializer=start_worker)
-        for _ in range(self.workers):  # the pool starts a process per task it is given, up to ``workers``
+        for _ in range(self.count):  # the pool starts a process per task it is given, up to ``count``
             pool.submit(int)
         return pool
 
-    def submit(self, fn, /, *args, **kwargs):
+    def submit_job(self, bundle: ClassBundle, job: NotebookJob) -> concurrent.futures.Future:
         try:
-            return self._pool.submit(fn, *args, **kwargs)
-        except BrokenProcessPool:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            return self._pool.submit(grade_job, bundle, job)
+        except BrokenProcessPool:  # its other workers are killed: their jobs are given again
+            _end(self._pool, seconds=0)
             self._pool = self._start()
-            return self._pool.submit(fn, *args, **kwargs)
+            return self._pool.submit(grade_job, bundle, job)
 
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+    def close(self) -> None:
+        _end(self._pool)
 
-    def processes(self) -> list[int]:
+    def worker_processes(self) -> list[int]:
         """The pids of the worker processes now (for tests that kill one)."""
         return [process.pid for process in self._pool._processes.values()]
+
+
+def _end(pool: concurrent.futures.ProcessPoolExecutor, seconds: float = 10) -> None:
+    """Shut the pool down and make sure its processes are gone within ``seconds``: a worker that does not
+    end by itself (one that a broken pool's SIGTERM did not stop: nbclient handles SIGTERM while a
+    notebook runs) would keep the grader's Python from exiting."""
+    processes = list((pool._processes or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.join(seconds)
+        if process.is_alive():
+            process.kill()
+
+
+class InExecutor(Workers):
+    """Jobs run by any ``concurrent.futures`` executor (threads of this process, in tests)."""
+
+    def __init__(self, executor: concurrent.futures.Executor, count: int = 1):
+        self.executor, self.count = executor, count
+
+    def submit_job(self, bundle: ClassBundle, job: NotebookJob) -> concurrent.futures.Future:
+        return self.executor.submit(grade_job, bundle, job)
+
+    def close(self) -> None:
+        pass
+
+
+def workers_for(scheduler: str, count: int, settings=None) -> Workers:
+    """A local pool of ``count`` processes, or the Dask cluster ``scheduler`` names (``cluster.Cluster`` settings)."""
+    if not scheduler:
+        return LocalPool(count)
+    from attention_course.grading.cluster import DaskWorkers
+
+    return DaskWorkers(scheduler, settings)

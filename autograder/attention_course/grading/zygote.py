@@ -166,7 +166,11 @@ class Zygote:
     def close(self) -> None:
         if self._process.poll() is None:
             self._process.stdin.close()
-            self._process.wait(timeout=10)
+            try:
+                self._process.wait(timeout=2)
+            except subprocess.TimeoutExpired:  # still importing: it has nothing to finish
+                self._process.kill()
+                self._process.wait()
 
     def __enter__(self):
         return self
