@@ -209,7 +209,7 @@ def rotated_keys(case, key_positions: torch.Tensor | None = None, **rope_mistake
 
 
 def layer_variant(case, start: int, end: int, query_positions=None, key_positions=None, keys_from: int = 0,
-                  use_window: bool = True, **rope_mistake) -> torch.Tensor:
+                  use_window: bool = True, window_extra: int = 0, **rope_mistake) -> torch.Tensor:
     """The layer's output for x[:, start:end] with x[:, :start] cached, float64, as a learner might compute it:
     queries at ``query_positions`` (default start .. end-1), keys x[:, keys_from:end] rotated at ``key_positions``."""
     d_model, n_heads, n_kv = case["size"]
@@ -220,7 +220,7 @@ def layer_variant(case, start: int, end: int, query_positions=None, key_position
     k = rotated_keys(case, key_positions, **rope_mistake)[:, :, keys_from:end]
     v = _heads(_linear(weights, "v_proj", x), n_kv, head_dim)[:, :, keys_from:end]
     k, v = group_of_heads(k, n_heads), group_of_heads(v, n_heads)  # [B, H, T_k, d]
-    window = case["window"] if use_window else None
+    window = case["window"] + window_extra if use_window and case["window"] else None
     n_queries, n_keys = end - start, end - keys_from
     allowed = causal_mask(n_queries, n_keys) if window is None else sliding_window_mask(n_queries, n_keys, window)
     scores = (q @ k.transpose(-2, -1) * head_dim**-0.5).masked_fill(~allowed, float("-inf"))  # [B, H, T_new, T_k]
@@ -283,6 +283,7 @@ def _layer_mistakes(case) -> dict:
         whole_mistakes[THETA_IGNORED] = {"use_theta": False}
     if case["window"] is not None:
         whole_mistakes[WINDOW_IGNORED] = {"use_window": False}
+        whole_mistakes[WIDER] = {"window_extra": 1}
     found = {"y": {message: layer_variant(case, 0, length, **mistake) for message, mistake in whole_mistakes.items()}}
     for start, end in _chunks(case):
         found[f"cache length after x[:, :{end}]"] = {NOT_UPDATED: start}
