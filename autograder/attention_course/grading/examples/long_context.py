@@ -89,8 +89,7 @@ STUDENTS = [
     Student(
         "len_counts_held",
         "len of the rolling cache counts the slots in use, not the positions seen",
-        (Replace("rolling_cache", "        return self.length\n        ### END SOLUTION\n\n    def update",
-                 "        return min(self.length, self.window)\n        ### END SOLUTION\n\n    def update"),),
+        (Replace("rolling_cache", "return self.length", "return min(self.length, self.window)"),),
         loses={"test_rolling_cache": "len(cache) counts the positions held"},
     ),
     Student(
@@ -102,7 +101,7 @@ STUDENTS = [
     ),
     Student(
         "alternative_style",
-        "correct, written differently: RoPE with complex numbers, the window from position differences, a loop-free cache read",
+        "correct, written differently: RoPE with complex numbers, the window mask from position differences",
         (
             Replace("apply_rope",
                     "    angles = torch.cat((angles, angles), dim=-1)  # [T, d]: pair i's angle at features i and i + d/2\n"
