@@ -132,7 +132,7 @@ def _rope_mistakes(case) -> dict:
 
 def _describe_rope(case) -> str:
     x, positions = case["x"], case["positions"]
-    shown = positions.tolist() if positions.numel() <= 6 else f"[{positions[0]}, ..., {positions[-1]}]"
+    shown = positions.tolist() if positions.numel() <= 6 else f"[{positions[0].item()}, ..., {positions[-1].item()}]"
     call = f"apply_rope(x{shape(x)}, positions={shown}, theta={case['theta']:g})"
     if case["kind"] == "meta":
         return f"{call} [inputs on the meta device]"
