@@ -63,6 +63,13 @@ STUDENTS = [
         loses={"test_module": "keys were cached before rotation"},
     ),
     Student(
+        "theta_ignored",
+        "the layer rotates with the default theta, whatever rope_theta it was given (Llama-3: 500000)",
+        (Replace("module", "q, k = apply_rope(q, positions, self.rope_theta), apply_rope(k, positions, self.rope_theta)",
+                 "q, k = apply_rope(q, positions), apply_rope(k, positions)"),),
+        loses={"test_module": "theta was not used"},
+    ),
+    Student(
         "window_one_wider",
         "the window mask keeps window + 1 keys (j >= i - W)",
         (Replace("window_mask", "return allowed & (key_pos > query_pos - window)", "return allowed & (key_pos >= query_pos - window)"),),
