@@ -39,5 +39,8 @@ RECORDS = (
     AssignmentRecord("03_mqa", "mqa.ipynb", "mqa", handed_over=(f"{_CAUSAL}.causal_mask", "attention_course.kernels.kv_cache.KVCache")),
     AssignmentRecord("04_gqa", "gqa.ipynb", "gqa", handed_over=(f"{_CAUSAL}.causal_mask", "attention_course.kernels.kv_cache.KVCache")),
     AssignmentRecord("05_quiz", "quiz.ipynb", None),
+    AssignmentRecord("06_long_context", "long_context.ipynb", "long_context",
+                     handed_over=(f"{_CAUSAL}.causal_mask", "attention_course.kernels.kv_cache.KVCache",
+                                  "attention_course.kernels.gqa.repeat_kv")),
 )
 BY_ID = {record.id: record for record in RECORDS}

@@ -133,3 +133,51 @@ def llama_attention_layer_output(layer, x: torch.Tensor) -> torch.Tensor:
     identity_rotary = (torch.ones(shape, dtype=x.dtype, device=x.device), torch.zeros(shape, dtype=x.dtype, device=x.device))
     mask = additive_causal_mask(length, length, x.dtype, x.device)
     return layer(x, identity_rotary, mask)[0]
+
+
+def random_rotary_attention_layer(d_model: int, n_heads: int, n_kv_heads: int, bias: bool, rope_theta: float,
+                                  sliding_window: int | None, generator: torch.Generator, scale: float = 0.3):
+    """A bare Hugging Face attention layer with its real rotary embedding, float64, every parameter drawn
+    at random: ``LlamaAttention`` (biases when ``bias``) or, with a ``sliding_window``, ``MistralAttention``
+    (which has no biases). Returns ``(layer, rotary)``, the rotary embedding module of the same config."""
+    if sliding_window is None:
+        from transformers import LlamaConfig as Config
+        from transformers.models.llama.modeling_llama import LlamaAttention as Attention
+        from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding as Rotary
+
+        extra = {"attention_bias": bias}
+    else:
+        if bias:
+            raise ValueError("Hugging Face's MistralAttention has no biases")
+        from transformers import MistralConfig as Config
+        from transformers.models.mistral.modeling_mistral import MistralAttention as Attention
+        from transformers.models.mistral.modeling_mistral import MistralRotaryEmbedding as Rotary
+
+        extra = {"sliding_window": sliding_window}
+    config = Config(hidden_size=d_model, num_attention_heads=n_heads, num_key_value_heads=n_kv_heads,
+                    head_dim=d_model // n_heads, attention_dropout=0.0, rope_theta=rope_theta, **extra)
+    use_eager_attention(config)
+    layer = _randomized(Attention(config, layer_idx=0).double().eval(), generator, scale)
+    return layer, Rotary(config).double()
+
+
+def rotary_attention_layer_output(layer, rotary, x: torch.Tensor, start: int = 0, cache=None) -> torch.Tensor:
+    """Output of a bare ``LlamaAttention`` / ``MistralAttention`` on x [B, T, D] at positions start .. start + T - 1,
+    with its real rotary embedding and Hugging Face's own mask function (causal, or causal within the config's
+    sliding window). ``cache``: a ``DynamicCache`` holding the ``start`` earlier positions (it is appended to)."""
+    from transformers import masking_utils
+
+    length = x.shape[1]
+    positions = torch.arange(start, start + length, device=x.device)  # [T]
+    cos_sin = rotary(x, positions[None])  # 2 x [1, T, d]
+    window = getattr(layer.config, "sliding_window", None)
+    allowed_fn = (masking_utils.causal_mask_function if window is None
+                  else masking_utils.sliding_window_causal_mask_function(window))
+    keys = torch.arange(start + length, device=x.device)  # every position the cache holds after this call
+    allowed = allowed_fn(0, 0, positions[:, None], keys[None, :])  # [T, start + T]
+    mask = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill(~allowed, torch.finfo(x.dtype).min)
+    kwargs = {}
+    if cache is not None:
+        name = "cache" if "cache" in inspect.signature(layer.forward).parameters else "past_key_values"
+        kwargs = {name: cache, "cache_position": positions}
+    return layer(x, cos_sin, mask[None, None], **kwargs)[0]
