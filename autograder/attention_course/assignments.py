@@ -39,5 +39,6 @@ RECORDS = (
     AssignmentRecord("03_mqa", "mqa.ipynb", "mqa", handed_over=(f"{_CAUSAL}.causal_mask", "attention_course.kernels.kv_cache.KVCache")),
     AssignmentRecord("04_gqa", "gqa.ipynb", "gqa", handed_over=(f"{_CAUSAL}.causal_mask", "attention_course.kernels.kv_cache.KVCache")),
     AssignmentRecord("05_quiz", "quiz.ipynb", None),
+    AssignmentRecord("07_latent_and_paged", "latent_and_paged.ipynb", "latent_and_paged", handed_over=(f"{_CAUSAL}.causal_mask",)),
 )
 BY_ID = {record.id: record for record in RECORDS}
