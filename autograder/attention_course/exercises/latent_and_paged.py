@@ -174,8 +174,8 @@ def layer_expected(case) -> dict:
         expected[f"cache length after x[:, :{end}]"] = end
         expected[f"x[:, {start}:{end}] after {start} cached"] = whole[:, start:end]
     _, latent, k_rot = mla_variant(case["x"], case["weights"], case["size"], 0, kernel.CHUNKS[0])
-    return expected | {"the cached latent": latent.to(dtype), "the cached rotary key": k_rot.to(dtype),
-                       kernel.CACHED_WIDTH: rank + rope}
+    return expected | {kernel.CACHED_WIDTH: rank + rope, "the cached latent": latent.to(dtype),
+                       "the cached rotary key": k_rot.to(dtype)}
 
 
 def _layer_mistakes(case, absorbed: bool) -> dict:
@@ -200,7 +200,8 @@ def _layer_mistakes(case, absorbed: bool) -> dict:
                                   for message in (ROPE_ON_LATENT, NOT_NORMED)}
     found["the cached rotary key"] = {INTERLEAVED: mla_variant(x, weights, size, 0, first, pairing="interleaved")[2],
                                       NOT_ROTATED: mla_variant(x, weights, size, 0, first, pairing=None)[2]}
-    found[kernel.CACHED_WIDTH] = {UP_PROJECTED: n_heads * (nope + rope + v_dim)}
+    found[kernel.CACHED_WIDTH] = {UP_PROJECTED: n_heads * (nope + rope + v_dim),
+                                  f"{UP_PROJECTED} (here with the rotary key once)": n_heads * (nope + v_dim) + rope}
     return found
 
 
