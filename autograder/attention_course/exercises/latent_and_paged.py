@@ -95,17 +95,19 @@ def _rms(t, weight):
 
 def _rotate(t, start, theta=10000.0, pairing="half"):
     """t [..., T, e] rotated at positions start..; ``pairing="interleaved"``: pairs (0, 1), (2, 3), ..."""
-    cos, sin = ref.rotary_cos_sin(torch.arange(start, start + t.shape[-2]), t.shape[-1], theta, dtype=torch.float64)
-    if pairing == "half":
-        return ref.apply_rotary(t, cos, sin)
     half = t.shape[-1] // 2
+    inv_freq = theta ** -(torch.arange(0, 2 * half, 2, dtype=torch.float64) / (2 * half))  # [e/2]
+    angles = torch.arange(start, start + t.shape[-2], dtype=torch.float64)[:, None] * inv_freq  # [T, e/2]
+    cos, sin = torch.cat((angles, angles), -1).cos(), torch.cat((angles, angles), -1).sin()  # [T, e]
+    if pairing == "half":
+        return t * cos + torch.cat((-t[..., half:], t[..., :half]), dim=-1) * sin
     even, odd = t[..., 0::2], t[..., 1::2]
     cos, sin = cos[..., :half], sin[..., :half]
     return torch.stack((even * cos - odd * sin, odd * cos + even * sin), dim=-1).flatten(-2)
 
 
 def mla_variant(x, weights, size, start, end, pairing="half", rope_on_latent=False, norm=True, scale="qk",
-                kv_order="head", rotary_score=True):
+                kv_order="head", rotary_score=True, rotate_key=True):
     """The output for x[:, start:end] with x[:, :start] cached, and the cached latent and rotary key of x[:, :end]."""
     _, n_heads, rank, nope, rope, v_dim, q_rank = size
     w = {key: t.double() for key, t in weights.items()}
@@ -121,7 +123,7 @@ def mla_variant(x, weights, size, start, end, pairing="half", rope_on_latent=Fal
     latent, k_rot = (x[:, :end] @ w["kv_a_proj_with_mqa.weight"].T).split([rank, rope], dim=-1)
     latent = _rms(latent, w["kv_a_layernorm.weight"]) if norm else latent
     latent = _rotate(latent, 0) if rope_on_latent else latent
-    k_rot = _rotate(k_rot, 0, pairing=pairing) if pairing else k_rot
+    k_rot = _rotate(k_rot, 0, pairing=pairing) if rotate_key else k_rot
     per_head = w["kv_b_proj.weight"]
     heads = (per_head.view(n_heads, nope + v_dim, rank) if kv_order != "heads inner"
              else per_head.view(nope + v_dim, n_heads, rank).transpose(0, 1))  # [H, dn+dv, r]
@@ -148,15 +150,23 @@ def _chunks():
         start += n_new
 
 
+def _inputs(case):
+    """x and the weights as the layer gets them, rounded to the case's dtype (then float64): the reference is exact
+    for the inputs the student's code computes with, so that the tolerance covers its own rounding only."""
+    dtype = case["dtype"]
+    return case["x"].to(dtype).double(), {key: t.to(dtype).double() for key, t in case["weights"].items()}
+
+
 def _whole(case):
+    x, weights = _inputs(case)
     if case["oracle"] == "hugging face":
         from attention_course.hf_compat import deepseek_attention_output, random_deepseek_attention_layer
 
         layer = random_deepseek_attention_layer(*case["size"], torch.Generator().manual_seed(0))
-        layer.load_state_dict(case["weights"])  # strict: the contract's layout is Hugging Face's
+        layer.load_state_dict(weights)  # strict: the contract's layout is Hugging Face's
         with torch.no_grad():
-            return deepseek_attention_output(layer, case["x"].double())
-    return mla_variant(case["x"], case["weights"], case["size"], 0, case["x"].shape[1])[0]
+            return deepseek_attention_output(layer, x)
+    return mla_variant(x, weights, case["size"], 0, x.shape[1])[0]
 
 
 def layer_expected(case) -> dict:
@@ -173,7 +183,7 @@ def layer_expected(case) -> dict:
     for start, end in _chunks():
         expected[f"cache length after x[:, :{end}]"] = end
         expected[f"x[:, {start}:{end}] after {start} cached"] = whole[:, start:end]
-    _, latent, k_rot = mla_variant(case["x"], case["weights"], case["size"], 0, kernel.CHUNKS[0])
+    _, latent, k_rot = mla_variant(*_inputs(case), case["size"], 0, kernel.CHUNKS[0])
     return expected | {kernel.CACHED_WIDTH: rank + rope, "the cached latent": latent.to(dtype),
                        "the cached rotary key": k_rot.to(dtype)}
 
@@ -182,9 +192,9 @@ def _layer_mistakes(case, absorbed: bool) -> dict:
     if case["kind"] != "values":
         return {}
     _, n_heads, rank, nope, rope, v_dim, _ = case["size"]
-    x, weights, size = case["x"], case["weights"], case["size"]
+    (x, weights), size = _inputs(case), case["size"]
     variants = {ROPE_ON_LATENT: {"rope_on_latent": True}, NOT_NORMED: {"norm": False}, INTERLEAVED: {"pairing": "interleaved"},
-                SCALE_NOPE: {"scale": "nope"}}
+                NOT_ROTATED: {"rotate_key": False}, SCALE_NOPE: {"scale": "nope"}}
     if absorbed:
         variants |= {SCALE_LATENT: {"scale": "latent"}, HEADS_INNER: {"kv_order": "heads inner"},
                      ROPE_DROPPED: {"rotary_score": False}}
@@ -198,8 +208,8 @@ def _layer_mistakes(case, absorbed: bool) -> dict:
     first = kernel.CHUNKS[0]
     found["the cached latent"] = {message: mla_variant(x, weights, size, 0, first, **variants[message])[1]
                                   for message in (ROPE_ON_LATENT, NOT_NORMED)}
-    found["the cached rotary key"] = {INTERLEAVED: mla_variant(x, weights, size, 0, first, pairing="interleaved")[2],
-                                      NOT_ROTATED: mla_variant(x, weights, size, 0, first, pairing=None)[2]}
+    found["the cached rotary key"] = {message: mla_variant(x, weights, size, 0, first, **variants[message])[2]
+                                      for message in (INTERLEAVED, NOT_ROTATED)}
     found[kernel.CACHED_WIDTH] = {UP_PROJECTED: n_heads * (nope + rope + v_dim),
                                   f"{UP_PROJECTED} (here with the rotary key once)": n_heads * (nope + v_dim) + rope}
     return found
@@ -342,7 +352,7 @@ def _paged_attention_mistakes(case) -> dict:
     if padded > length:
         found[PADDING_ATTENDED] = grouped_variant(q, *_contiguous(case, table, padded))[0]
     keys, values = _contiguous(case, table, length)
-    if 1 < q.shape[-2] < length:
+    if q.shape[-2] < length:
         found[TOP_LEFT] = grouped_variant(q, keys, values, mask="top_left")[0]
     if keys.shape[1] not in (1, q.shape[1]):
         found[MODULO] = grouped_variant(q, keys, values, pairing="modulo")[0]
