@@ -42,5 +42,6 @@ RECORDS = (
     AssignmentRecord("06_long_context", "long_context.ipynb", "long_context",
                      handed_over=(f"{_CAUSAL}.causal_mask", "attention_course.kernels.kv_cache.KVCache",
                                   "attention_course.kernels.gqa.repeat_kv")),
+    AssignmentRecord("07_latent_and_paged", "latent_and_paged.ipynb", "latent_and_paged", handed_over=(f"{_CAUSAL}.causal_mask",)),
 )
 BY_ID = {record.id: record for record in RECORDS}

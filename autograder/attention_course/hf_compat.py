@@ -181,3 +181,58 @@ def rotary_attention_layer_output(layer, rotary, x: torch.Tensor, start: int = 0
         name = "cache" if "cache" in inspect.signature(layer.forward).parameters else "past_key_values"
         kwargs = {name: cache, "cache_position": positions}
     return layer(x, cos_sin, mask[None, None], **kwargs)[0]
+
+
+def random_deepseek_attention_layer(d_model: int, n_heads: int, kv_lora_rank: int, qk_nope_head_dim: int,
+                                    qk_rope_head_dim: int, v_head_dim: int, q_lora_rank: int | None,
+                                    generator: torch.Generator, rope_theta: float = 10000.0, scale: float = 0.3):
+    """A bare Hugging Face ``DeepseekV3Attention`` (multi-head latent attention; 4.56+ and 5.x both ship it) in
+    float64 with every parameter drawn at random, the layer norms' weights included (fresh ones are all 1).
+
+    Set up as the course's MLA computes: rotary with the rotate-half pairing (``rope_interleave=False``; the
+    default, True, pairs adjacent dimensions, which is the same model with the rotary columns of q_b_proj and
+    kv_a_proj_with_mqa permuted), no rope scaling (scores scaled by 1/sqrt(dn + dr)), no biases. 4.56 reads
+    ``rope_theta`` and ``rope_scaling``, 5.x ``rope_parameters``: both are given."""
+    from transformers import DeepseekV3Config
+    from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3Attention
+
+    config = DeepseekV3Config(hidden_size=d_model, num_attention_heads=n_heads, num_key_value_heads=n_heads,
+                              kv_lora_rank=kv_lora_rank, q_lora_rank=q_lora_rank, qk_nope_head_dim=qk_nope_head_dim,
+                              qk_rope_head_dim=qk_rope_head_dim, v_head_dim=v_head_dim, rope_interleave=False,
+                              attention_bias=False, attention_dropout=0.0, rope_theta=rope_theta, rope_scaling=None,
+                              num_hidden_layers=1, vocab_size=16, intermediate_size=16, moe_intermediate_size=16)
+    use_eager_attention(config)
+    layer = DeepseekV3Attention(config, layer_idx=0).double().eval()
+    if abs(layer.scaling - (qk_nope_head_dim + qk_rope_head_dim) ** -0.5) > 1e-12:
+        raise RuntimeError(f"DeepseekV3Attention scales scores by {layer.scaling}: rope scaling is not off")
+    return _randomized(layer, generator, scale)
+
+
+def deepseek_attention_output(layer, x: torch.Tensor, rope_theta: float = 10000.0, start: int = 0, cache=None) -> torch.Tensor:
+    """Causal self-attention output of a bare ``DeepseekV3Attention`` on x [B, T, D] at positions start..,
+    rotary cos/sin built by Hugging Face's own ``DeepseekV3RotaryEmbedding`` from the layer's config.
+    ``cache``: a Hugging Face cache continued in place (the keyword is ``cache`` in newer 5.x, ``past_key_values`` before)."""
+    from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3RotaryEmbedding
+
+    batch, length, _ = x.shape
+    positions = torch.arange(start, start + length, device=x.device)[None].expand(batch, -1)  # [B, T]
+    cos, sin = DeepseekV3RotaryEmbedding(layer.config).to(x.device)(x, positions)  # 5.x takes no device= (4.56 does)
+    mask = additive_causal_mask(length, start + length, x.dtype, x.device)
+    extra = {}
+    if cache is not None:
+        name = "cache" if "cache" in inspect.signature(layer.forward).parameters else "past_key_values"
+        extra = {name: cache, "cache_position": positions[0]}
+    return layer(x, (cos, sin), mask, **extra)[0]
+
+
+def deepseek_cache_holds_latent() -> bool:
+    """Whether this transformers' ``DeepseekV3Attention`` caches the latent and the rotary key (5.x) or, as 4.56
+    does, the keys and values after up-projection (H heads of dn + dr and dv numbers per token): read off the cache
+    a tiny layer fills."""
+    from transformers import DynamicCache
+
+    layer = random_deepseek_attention_layer(16, 2, 8, 4, 2, 4, None, torch.Generator().manual_seed(0))
+    cache = DynamicCache()
+    deepseek_attention_output(layer, torch.zeros(1, 3, 16, dtype=torch.float64), cache=cache)
+    keys, _ = cache_keys_values(cache)[0]
+    return keys.shape[-1] == 8

@@ -65,6 +65,69 @@ def falcon_7b_config():
                         alibi=False)
 
 
+def llama31_405b_config():
+    """meta-llama/Llama-3.1-405B: GQA, 128 query heads in 8 groups (the Llama nearest DeepSeek-V3's size)."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=128256, hidden_size=16384, intermediate_size=53248, num_hidden_layers=126,
+                       num_attention_heads=128, num_key_value_heads=8, head_dim=128, max_position_embeddings=131072,
+                       rope_theta=500000.0)
+
+
+def _deepseek_config(**published):
+    """The attention of DeepSeek-V2 and -V3 is one module, multi-head latent attention (Hugging Face's
+    ``DeepseekV3Attention``; its docstring says so): both are built as ``DeepseekV3Config`` with the published
+    attention fields. Rotary pairing and scaling do not change any shape, so they are left at their defaults."""
+    from transformers import DeepseekV3Config
+
+    return DeepseekV3Config(num_key_value_heads=published["num_attention_heads"], **published)
+
+
+def deepseek_v2_config():
+    """deepseek-ai/DeepSeek-V2 (236B parameters, 21B active): 60 layers, 128 heads, width 5120, a 512-wide latent
+    and a 64-wide rotary key; queries through a 1536-wide low-rank projection."""
+    return _deepseek_config(vocab_size=102400, hidden_size=5120, num_hidden_layers=60, num_attention_heads=128,
+                            kv_lora_rank=512, q_lora_rank=1536, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128,
+                            intermediate_size=12288, moe_intermediate_size=1536, n_routed_experts=160, n_shared_experts=2,
+                            num_experts_per_tok=6, first_k_dense_replace=1)
+
+
+def deepseek_v3_config():
+    """deepseek-ai/DeepSeek-V3 (671B parameters, 37B active): 61 layers, 128 heads, width 7168, the same
+    512 + 64 cached numbers per token and layer as V2."""
+    return _deepseek_config(vocab_size=129280, hidden_size=7168, num_hidden_layers=61, num_attention_heads=128,
+                            kv_lora_rank=512, q_lora_rank=1536, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128,
+                            intermediate_size=18432, moe_intermediate_size=2048, n_routed_experts=256, n_shared_experts=1,
+                            num_experts_per_tok=8, first_k_dense_replace=3)
+
+
+def meta_deepseek_attention(config):
+    """One real Hugging Face ``DeepseekV3Attention`` of ``config`` on the ``meta`` device (shapes only)."""
+    from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3Attention
+
+    with torch.device("meta"):
+        return DeepseekV3Attention(config, layer_idx=0)
+
+
+def mla_cache_numbers_per_token(config) -> int:
+    """Numbers MLA caches per token and layer, read off a real layer: the width of ``kv_a_proj_with_mqa``'s output,
+    the latent and the rotary key (all that the keys and values of every head are rebuilt from)."""
+    return meta_deepseek_attention(config).kv_a_proj_with_mqa.out_features
+
+
+def mla_cache_bytes_of(config, batch_size: int, seq_len: int, bytes_per_element: int) -> int:
+    """Bytes of a DeepSeek model's latent cache: per token and layer, what ``mla_cache_numbers_per_token`` counts."""
+    return batch_size * config.num_hidden_layers * mla_cache_numbers_per_token(config) * seq_len * bytes_per_element
+
+
+def mla_up_projected_numbers_per_token(config) -> int:
+    """Numbers per token and layer if the keys and values rebuilt from the latent were cached instead (as
+    transformers 4.56's ``DeepseekV3Attention`` does): H heads of dn + dr key and dv value numbers, read off ``kv_b_proj``."""
+    layer = meta_deepseek_attention(config)
+    n_heads = layer.kv_b_proj.out_features // (layer.qk_nope_head_dim + layer.v_head_dim)
+    return layer.kv_b_proj.out_features + n_heads * layer.qk_rope_head_dim
+
+
 PUBLISHED = {
     "GPT-2 small": gpt2_config,
     "Llama-2-7B": llama2_7b_config,
@@ -73,7 +136,11 @@ PUBLISHED = {
     "Mistral-7B": mistral_7b_config,
     "Falcon-7B": falcon_7b_config,
 }
+LLAMA_PEERS = {"Llama-2-70B": llama2_70b_config, "Llama-3.1-405B": llama31_405b_config}
 """The real models of the lessons' plots and the quizzes."""
+LATENT = {"DeepSeek-V2": deepseek_v2_config, "DeepSeek-V3": deepseek_v3_config}
+"""Models with multi-head latent attention (07), and the Llamas of similar size they are compared with."""
+LATENT_PEERS = {"DeepSeek-V2": "Llama-2-70B", "DeepSeek-V3": "Llama-3.1-405B"}
 
 
 def meta_model(config, dtype=torch.float32):
