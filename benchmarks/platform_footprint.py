@@ -122,9 +122,9 @@ def measure(root: Path, assignment: str, student: str, interval: float, work: Pa
         "assignment": assignment, "student": student, "exit": process.returncode,
         "score": f"{results['score']:g} / {sum(t['max_score'] for t in results['tests']):g}",
         "wall_s": wall, "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-        "peak_pss_mb": peak_pss / 2**20, "peak_rss_sum_mb": peak_rss / 2**20,
-        "largest_process_mb": after.ru_maxrss / 1024,  # kilobytes on Linux
-        "largest_kernel_vsz_mb": peak_vsz / 2**20, "log": log,
+        "peak_pss_mib": peak_pss / 2**20, "peak_rss_sum_mib": peak_rss / 2**20,
+        "largest_process_mib": after.ru_maxrss / 1024,  # kilobytes on Linux
+        "largest_kernel_vsz_mib": peak_vsz / 2**20, "log": log,
     }
 
 
@@ -135,16 +135,16 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.05, help="seconds between samples")
     args = parser.parse_args()
     root = find_course_root()
-    print(f"{'assignment':<22} {'score':>9} {'wall s':>7} {'CPU s':>6} {'>= s at 0.5 CPU':>15} {'peak PSS MB':>11} "
-          f"{'RSS sum MB':>10} {'largest MB':>10} {'kernel VSZ MB':>13}")
+    print(f"{'assignment':<22} {'score':>9} {'wall s':>7} {'CPU s':>6} {'>= s at 0.5 CPU':>15} {'peak PSS MiB':>12} "
+          f"{'RSS sum MiB':>11} {'largest MiB':>11} {'kernel VSZ MiB':>14}")
     for assignment in args.assignments:
         with tempfile.TemporaryDirectory(prefix="platform-footprint-") as work:
             row = measure(root, assignment, args.student, args.interval, Path(work))
         if row["exit"] != 0:
             print(row["log"])
         print(f"{row['assignment']:<22} {row['score']:>9} {row['wall_s']:>7.1f} {row['cpu_s']:>6.1f} {2 * row['cpu_s']:>15.1f} "
-              f"{row['peak_pss_mb']:>11.0f} {row['peak_rss_sum_mb']:>10.0f} {row['largest_process_mb']:>10.0f} "
-              f"{row['largest_kernel_vsz_mb']:>13.0f}")
+              f"{row['peak_pss_mib']:>12.0f} {row['peak_rss_sum_mib']:>11.0f} {row['largest_process_mib']:>11.0f} "
+              f"{row['largest_kernel_vsz_mib']:>14.0f}")
 
 
 if __name__ == "__main__":
