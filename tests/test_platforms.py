@@ -205,6 +205,31 @@ def test_a_notebook_without_the_assignments_cells_is_not_graded(gradescope_zip, 
     assert json.loads((base / "results" / "results.json").read_text()) == results
 
 
+@pytest.mark.parametrize("platform", ["gradescope", "prairielearn"])
+def test_results_are_written_when_the_grader_itself_fails(gradescope_zip, prairielearn_question, tmp_path, monkeypatch, platform):
+    """The platforms' advice: a results.json whatever happens (Gradescope: 0 and a word; PrairieLearn: the
+    attempt does not count); the error itself goes to the instructor's log."""
+    from attention_course.grading.platforms import run
+
+    def broken(*_):
+        raise RuntimeError("the grader broke")
+
+    monkeypatch.setattr(run, "grade_submission", broken)
+    if platform == "gradescope":
+        base = tmp_path / "autograder"
+        with zipfile.ZipFile(gradescope_zip) as archive:
+            archive.extractall(base / "source")
+    else:
+        base = tmp_path / "grade"
+        shutil.copytree(prairielearn_question / "tests", base / "tests")
+    assert run.main([platform, "--base", str(base)]) == 1
+    results = json.loads((base / "results" / "results.json").read_text())
+    if platform == "gradescope":
+        assert results["score"] == 0 and "The autograder itself failed (RuntimeError)" in results["output"]
+    else:
+        assert results["gradable"] is False and "this attempt does not count" in results["message"]
+
+
 # ---- PrairieLearn ----------------------------------------------------------------------------------------
 
 
