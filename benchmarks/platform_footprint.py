@@ -40,8 +40,6 @@ from attention_course.grading.examples import build_submission, students_of
 from attention_course.grading.platforms.build import package_gradescope
 from attention_course.grading.platforms.run import GRADESCOPE_ENV
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
 
 def _children() -> dict[int, list[int]]:
     tree: dict[int, list[int]] = {}
@@ -65,11 +63,10 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _sample(pid: int) -> tuple[int, int, int, str]:
-    """(PSS sum, RSS sum, the largest virtual size of the zygote or a kernel forked from it, its command) over
-    ``pid``'s tree, in bytes."""
+def _sample(pid: int) -> tuple[int, int, int]:
+    """(PSS sum, RSS sum, the largest virtual size of the zygote or a kernel forked from it) over ``pid``'s
+    tree, in bytes."""
     pss = rss = largest_vsz = 0
-    largest = ""
     for process in _descendants(pid):
         try:
             with open(f"/proc/{process}/smaps_rollup") as rollup:
@@ -82,9 +79,9 @@ def _sample(pid: int) -> tuple[int, int, int, str]:
             continue  # ended between the listing and the reading
         pss += fields.get("Pss", 0)
         rss += fields.get("Rss", 0)
-        if "grading.zygote" in command and vsz > largest_vsz:  # the zygote and the kernels forked from it
-            largest_vsz, largest = vsz, command[:80]
-    return pss, rss, largest_vsz, largest
+        if "grading.zygote" in command:  # the zygote and the kernels forked from it
+            largest_vsz = max(largest_vsz, vsz)
+    return pss, rss, largest_vsz
 
 
 def measure(root: Path, assignment: str, student: str, interval: float, work: Path) -> dict:
@@ -107,12 +104,9 @@ def measure(root: Path, assignment: str, student: str, interval: float, work: Pa
     started = time.monotonic()
     process = subprocess.Popen([str(base / "run_autograder")], cwd=base, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     peak_pss = peak_rss = peak_vsz = 0
-    kernel = ""
     while process.poll() is None:
-        pss, rss, vsz, command = _sample(process.pid)
-        peak_pss, peak_rss = max(peak_pss, pss), max(peak_rss, rss)
-        if vsz > peak_vsz:
-            peak_vsz, kernel = vsz, command
+        pss, rss, vsz = _sample(process.pid)
+        peak_pss, peak_rss, peak_vsz = max(peak_pss, pss), max(peak_rss, rss), max(peak_vsz, vsz)
         time.sleep(interval)
     log = process.stdout.read().decode()
     wall = time.monotonic() - started

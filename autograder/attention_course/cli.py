@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     gradescope = platforms.add_parser("gradescope", help="the autograder zip: setup.sh, run_autograder, the package, the hidden tests")
     gradescope.add_argument("assignment", choices=list(ASSIGNMENTS))
     gradescope.add_argument("--out", help="the zip to write (default: gradescope_ASSIGNMENT.zip)")
-    from attention_course.grading.platforms.run import VISIBILITIES
+    from attention_course.grading.platforms import VISIBILITIES
 
     gradescope.add_argument("--hidden-visibility", choices=VISIBILITIES, default="after_due_date",
                             help="when students see the result of an item with hidden tests (default: after_due_date; "

@@ -24,7 +24,8 @@ import nbformat
 from attention_course.grading.collect import answer_ids
 from attention_course.grading.course import ASSIGNMENTS, assignments_in, source_notebook
 from attention_course.grading.limits import Limits
-from attention_course.grading.platforms.run import GRADESCOPE_ENV, PRAIRIELEARN_ENV, VISIBILITIES, Config, source_path
+from attention_course.grading.platforms import VISIBILITIES
+from attention_course.grading.platforms.run import GRADESCOPE_ENV, PRAIRIELEARN_ENV, Config, source_path
 
 TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 # The kernels' own packages, beside the package's requirements (nbclient needs a kernel to talk to).

@@ -49,7 +49,6 @@ GRADESCOPE_ENV = "ATTENTION_COURSE_AUTOGRADER"
 PRAIRIELEARN_ENV = "ATTENTION_COURSE_GRADE"
 # One submission: every file stands for itself (collect's patterns are for a class's files).
 EVERY_FILE = r"^(?P<student>.+)$"
-VISIBILITIES = ("after_due_date", "after_published", "visible", "hidden")  # Gradescope's options
 
 
 @dataclass(frozen=True)
