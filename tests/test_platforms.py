@@ -64,11 +64,22 @@ def _hand_in(folder: Path, handed_in: str) -> None:
         nbformat.write(_student(handed_in)[1], folder / "Copy of causal_attention (2).ipynb")
 
 
+def _installed(wheel: Path, folder: Path) -> dict:
+    """The environment of a Python whose course package is the packaged wheel (unpacked: a pure wheel
+    installed is its files), first on the path; this Python's torch and the rest come from where they are."""
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(folder)
+    env = {**os.environ, "PYTHONPATH": str(folder), "ATTENTION_COURSE_PYTHON": sys.executable}
+    found = subprocess.run([sys.executable, "-c", "import attention_course; print(attention_course.__file__)"], env=env,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(found).is_relative_to(folder)
+    return env
+
+
 def _run(entry_point: Path, env: dict) -> subprocess.CompletedProcess:
-    """The entry point as the platform runs it: the script itself, with this Python (the install step,
-    setup.sh or the image's, is what makes it the platform's Python)."""
-    return subprocess.run([str(entry_point)], env={**os.environ, "ATTENTION_COURSE_PYTHON": sys.executable, **env},
-                          cwd=entry_point.parent, capture_output=True, text=True, timeout=600)
+    """The entry point as the platform runs it: the script itself, with the package from the wheel it
+    carries (the install step, setup.sh or the image's, is left out)."""
+    return subprocess.run([str(entry_point)], env=env, cwd=entry_point.parent, capture_output=True, text=True, timeout=600)
 
 
 # ---- Gradescope ------------------------------------------------------------------------------------------
@@ -139,7 +150,8 @@ def _gradescope(gradescope_zip: Path, tmp_path: Path, handed_in: str) -> tuple[d
     (base / "run_autograder").chmod(0o755)  # extraction keeps no modes; Gradescope's harness runs it executable
     _hand_in(base / "submission", handed_in)
     (base / "results").mkdir()
-    completed = _run(base / "run_autograder", {GRADESCOPE_ENV: str(base)})
+    (wheel,) = (base / "source").glob("attention_course-*.whl")
+    completed = _run(base / "run_autograder", {**_installed(wheel, tmp_path / "site-packages"), GRADESCOPE_ENV: str(base)})
     return json.loads((base / "results" / "results.json").read_text()), completed
 
 
@@ -258,7 +270,8 @@ def _prairielearn(question: Path, tmp_path: Path, handed_in: str) -> tuple[dict,
     _hand_in(base / "student", handed_in)
     (base / "data").mkdir()
     (base / "data" / "data.json").write_text(json.dumps({"params": {}, "submitted_answers": {}}))
-    completed = _run(base / "tests" / "run_grader", {PRAIRIELEARN_ENV: str(base)})
+    (wheel,) = (question / "image").glob("attention_course-*.whl")
+    completed = _run(base / "tests" / "run_grader", {**_installed(wheel, tmp_path / "site-packages"), PRAIRIELEARN_ENV: str(base)})
     return json.loads((base / "results" / "results.json").read_text()), completed
 
 
