@@ -87,6 +87,21 @@ def _integrity(args) -> int:
     return 0
 
 
+def _package(args) -> int:
+    from attention_course.grading.platforms.build import package_gradescope, package_prairielearn
+
+    root = find_course_root()
+    if args.platform == "gradescope":
+        out = package_gradescope(root, args.assignment, Path(args.out or f"gradescope_{args.assignment}.zip"),
+                                 hidden_visibility=args.hidden_visibility)
+        print(f"{out}: upload it as the autograder of a Gradescope programming assignment (Configure Autograder)")
+    else:
+        out = package_prairielearn(root, args.assignment, Path(args.out or f"prairielearn_{args.assignment}"), image=args.image)
+        print(f"{out}/: copy it into your PrairieLearn course's questions/; build and push the image from {out}/image/ "
+              "(its Dockerfile says how) and name it in info.json")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="attention-course", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -149,6 +164,23 @@ def main(argv: list[str] | None = None) -> int:
     grade.add_argument("--timeout", type=int, default=Limits().cell_seconds,
                        help=f"seconds per cell (default {Limits().cell_seconds})")
     grade.set_defaults(run=_grade_notebook)
+
+    package = commands.add_parser(
+        "package", help="an assignment's autograder for Gradescope (a zip) or PrairieLearn (a question folder)")
+    platforms = package.add_subparsers(dest="platform", required=True)
+    gradescope = platforms.add_parser("gradescope", help="the autograder zip: setup.sh, run_autograder, the package, the hidden tests")
+    gradescope.add_argument("assignment", choices=list(ASSIGNMENTS))
+    gradescope.add_argument("--out", help="the zip to write (default: gradescope_ASSIGNMENT.zip)")
+    from attention_course.grading.platforms import VISIBILITIES
+
+    gradescope.add_argument("--hidden-visibility", choices=VISIBILITIES, default="after_due_date",
+                            help="when students see the result of an item with hidden tests (default: after_due_date; "
+                                 "every other item is visible at once)")
+    prairielearn = platforms.add_parser("prairielearn", help="a question folder: info.json, question.html, tests/, image/")
+    prairielearn.add_argument("assignment", choices=list(ASSIGNMENTS))
+    prairielearn.add_argument("--out", help="the folder to write (default: prairielearn_ASSIGNMENT)")
+    prairielearn.add_argument("--image", help="the grader image's name in info.json (default: attention-course-grader:VERSION)")
+    package.set_defaults(run=_package)
 
     args = parser.parse_args(argv)
     try:
