@@ -283,5 +283,6 @@ def test_moodle_gets_its_worksheet_back_and_a_feedback_zip_in_its_folders(round_
 @slow
 def test_the_notes_say_what_the_late_rules_could_not_use(round_trip):
     _, _, _, entries, notes, _ = round_trip
-    assert notes == []  # every submission had a time or Canvas's flag
-    assert {e.student: e.submitted is not None for e in entries} == {s: True for s in PENALTIES}
+    assert notes == []  # every submission had a time, or Canvas's word that it was on time or late
+    assert {e.student for e in entries if e.submitted is None} == {"doejane"}  # on time, says Canvas
+    assert next(e for e in entries if e.student == "smithbob").submitted == DUE + timedelta(seconds=1)

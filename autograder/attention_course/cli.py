@@ -58,7 +58,10 @@ def _grade(args) -> int:
     if args.memory_mb is not None:
         limits = replace(limits, memory_bytes=args.memory_mb * 2**20 or None)
     result = grade_class(root, args.assignment, Path(args.submissions), workers=args.workers, limits=limits,
-                         id_patterns=tuple(args.id_pattern), only_student=args.student)
+                         id_patterns=tuple(args.id_pattern), only_student=args.student, due=args.due,
+                         extensions=Path(args.extensions) if args.extensions else None,
+                         canvas_column=args.canvas_assignment,
+                         moodle_worksheet=Path(args.moodle_worksheet) if args.moodle_worksheet else None)
     print(render(result, args.workers or os.cpu_count() or 1))
     figure = save_figure(result, root / f"grading_summary_{args.assignment}.png")
     print(f"\nFeedback: {root / 'feedback'}/<student>/{args.assignment}/   Grades: {root / 'grades.csv'}   Figure: {figure}")
@@ -92,6 +95,14 @@ def main(argv: list[str] | None = None) -> int:
                              "else 600)")
     grade_class.add_argument("--memory-mb", type=int, help="memory limit of each notebook's kernel in MiB, 0 for none (default: "
                              "c.ConfinedExecute.memory_bytes, else 8 GiB)")
+    grade_class.add_argument("--due", help="the due date, e.g. '2026-03-02 23:59 Europe/Berlin' (default: c.LateWork.due of "
+                             "nbgrader_config.py, else the gradebook's); late work costs what c.CoursePenalty says")
+    grade_class.add_argument("--extensions", help="a CSV of extensions, columns: student, and hours or days (default: "
+                             "c.LateWork.extensions)")
+    grade_class.add_argument("--canvas-assignment", help="the assignment's column in Canvas's gradebook export, "
+                             "'Title (assignment id)', for canvas_grades_<assignment>.csv (default: the assignment id)")
+    grade_class.add_argument("--moodle-worksheet", help="the grading worksheet downloaded from Moodle: its submission times "
+                             "decide lateness, and moodle_grades_<assignment>.csv is it filled in")
     grade_class.set_defaults(run=_grade)
 
     grade = commands.add_parser(
