@@ -286,3 +286,80 @@ def test_the_notes_say_what_the_late_rules_could_not_use(round_trip):
     assert notes == []  # every submission had a time, or Canvas's word that it was on time or late
     assert {e.student for e in entries if e.submitted is None} == {"doejane"}  # on time, says Canvas
     assert next(e for e in entries if e.student == "smithbob").submitted == DUE + timedelta(seconds=1)
+
+
+def test_canvas_feedback_through_the_api_keeps_the_pages_names(tmp_path):
+    """Against a stand-in for Canvas on this machine's loopback: the three calls of Canvas's file upload
+    for a submission comment, per student, the token only where Canvas wants it."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs
+
+    from attention_course.grading.canvas_api import COMMENT, upload_feedback
+    from attention_course.grading.lms import write_feedback_zip
+
+    download = _zip(tmp_path / "submissions.zip", {"doejane_12345_67890_causal_attention.ipynb": _notebook("a1"),
+                                                   "smithbob_LATE_23456_78901_Copy of causal_attention.ipynb": _notebook("a1")})
+    entries = collect(download, {ASSIGNMENT: {"a1"}}, ASSIGNMENT, scratch=tmp_path)[0]
+    for entry in entries:
+        page = tmp_path / "feedback" / entry.student / ASSIGNMENT / "causal_attention.html"
+        page.parent.mkdir(parents=True)
+        page.write_text(f"<html>feedback of {entry.student}</html>")
+    pack = write_feedback_zip(tmp_path / "pack.zip", tmp_path, ASSIGNMENT, entries, "canvas")
+    calls = []
+
+    class Canvas(BaseHTTPRequestHandler):
+        def _answer(self, status, body=None, location=None):
+            self.send_response(status)
+            if location:
+                self.send_header("Location", location)
+            payload = json.dumps(body or {}).encode()
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def _record(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            calls.append((self.command, self.path, self.headers.get("Authorization"), body))
+            return body
+
+        def do_POST(self):
+            body = self._record()
+            if self.path.endswith("/comments/files"):
+                user = self.path.split("/")[-3]
+                self._answer(200, {"upload_url": f"http://127.0.0.1:{port}/upload/{user}", "upload_params": {"key": user}})
+            else:
+                assert b'filename="causal_attention.html"' in body and b"feedback of" in body
+                self._answer(302, location=f"http://127.0.0.1:{port}/done/{self.path.split('/')[-1]}")
+
+        def do_GET(self):
+            self._record()
+            self._answer(200, {"id": 900 + int(self.path.split("/")[-1][-1])})
+
+        def do_PUT(self):
+            self._record()
+            self._answer(200)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Canvas)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = upload_feedback(pack, f"http://127.0.0.1:{port}/", "7", "4567", "secret")
+    finally:
+        server.shutdown()
+    assert sorted(done) == ["12345", "23456"]
+    base = "/api/v1/courses/7/assignments/4567/submissions"
+    for user in done:
+        mine = [c for c in calls if user in c[1]]
+        assert [(method, path.split("?")[0]) for method, path, _, _ in mine] == [
+            ("POST", f"{base}/{user}/comments/files"), ("POST", f"/upload/{user}"), ("GET", f"/done/{user}"),
+            ("PUT", f"{base}/{user}")]
+        assert [auth for _, _, auth, _ in mine] == ["Bearer secret", None, "Bearer secret", "Bearer secret"]
+        ticket, put = parse_qs(mine[0][3].decode()), parse_qs(mine[3][3].decode())
+        assert ticket["name"] == ["causal_attention.html"] and ticket["content_type"] == ["text/html"]
+        assert put == {"comment[file_ids][]": [str(900 + int(user[-1]))], "comment[text_comment]": [COMMENT]}

@@ -68,6 +68,18 @@ def _grade(args) -> int:
     return 0
 
 
+def _canvas_feedback(args) -> int:
+    from attention_course.grading.canvas_api import upload_feedback
+
+    token = os.environ.get("CANVAS_TOKEN")
+    if not token:
+        print("set CANVAS_TOKEN to a Canvas access token (Account > Settings > New Access Token)", file=sys.stderr)
+        return 2
+    done = upload_feedback(Path(args.feedback_zip), args.url, args.course, args.assignment, token)
+    print(f"feedback attached to {len(done)} submissions")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="attention-course", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -104,6 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     grade_class.add_argument("--moodle-worksheet", help="the grading worksheet downloaded from Moodle: its submission times "
                              "decide lateness, and moodle_grades_<assignment>.csv is it filled in")
     grade_class.set_defaults(run=_grade)
+
+    canvas = commands.add_parser(
+        "canvas-feedback", help="attach the feedback pages of canvas_feedback_<assignment>.zip to the students' Canvas "
+        "submissions as comments, through Canvas's API (token in CANVAS_TOKEN); the alternative to Re-Upload Submissions")
+    canvas.add_argument("feedback_zip")
+    canvas.add_argument("--url", required=True, help="your Canvas, e.g. https://canvas.example.edu")
+    canvas.add_argument("--course", required=True, help="the course id (in the course's address: /courses/ID)")
+    canvas.add_argument("--assignment", required=True, help="the assignment id (/assignments/ID)")
+    canvas.set_defaults(run=_canvas_feedback)
 
     grade = commands.add_parser(
         "grade-notebook", help="grade one notebook with the hidden tests, without nbgrader's database (for self-learners)"

@@ -9,9 +9,8 @@ cell is "Points Possible" sets the assignment's points (canvas-lms app/models/gr
 Canvas, "Re-Upload Submissions" on the assignment's page: a zip of files named as "Download Submissions"
 named them; each becomes a comment attachment on that student's submission, found by the first two
 all-digit parts of the name, the user id and the submitted file's id (canvas-lms app/models/assignment.rb:
-``infer_comment_context_from_filename``). The alternative, one API call per file
-(``POST /api/v1/courses/:course_id/assignments/:assignment_id/submissions/:user_id/comments/files``), needs
-a token and a script; the re-upload needs neither.
+``infer_comment_context_from_filename``), though under the name of the file the student handed in;
+``canvas_api.py`` attaches the same files through Canvas's API, under their own names (it needs a token).
 
 Moodle, "Upload grading worksheet" (assignfeedback_offline): a CSV with the columns of the worksheet it
 downloads; it reads "Identifier" ("Participant 123456": the participant id), "Grade", "Last modified
