@@ -2,7 +2,6 @@
 makes them: their file and folder names, the worksheet Moodle downloads, and their zips' file times."""
 
 import csv
-import io
 import zipfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -123,6 +122,14 @@ def test_a_folders_file_times_are_the_submission_times_and_nbgrader_reads_them_b
 ])
 def test_the_penalty_policy(settings, seconds_late, max_score, expected):
     assert CoursePenalty(**settings).deduction(seconds_late, max_score) == pytest.approx(expected)
+
+
+def test_how_late_reads():
+    from attention_course.grading.late import describe
+
+    assert describe(3 * 3600 - 600, 3) == "2 h 50 min late: -3"
+    assert describe(1, 2.5) == "late: -2.5"  # Canvas's LATE: one second past the due date
+    assert describe(300, 0) == "0 h 05 min late, no penalty"
 
 
 def test_due_dates_and_extensions_are_read_or_refused(tmp_path):

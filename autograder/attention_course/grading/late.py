@@ -184,3 +184,10 @@ def lateness(root: Path, assignment: str, students: list[str]) -> dict[str, tupl
                 continue
             found[student] = (submission.total_seconds_late, submission.late_submission_penalty or 0.0)
     return found
+
+
+def describe(seconds_late: float, penalty: float) -> str:
+    """How late, for a status line: "3 h 10 min late: -3"; "late" alone under a minute (Canvas's LATE)."""
+    minutes = math.ceil(seconds_late / 60) if seconds_late >= 60 else 0
+    when = f"{minutes // 60} h {minutes % 60:02d} min late" if minutes else "late"
+    return f"{when}: -{penalty:g}" if penalty else f"{when}, no penalty"
