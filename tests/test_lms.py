@@ -67,6 +67,7 @@ def test_canvas_ids_and_its_late_flag_are_kept_and_its_zip_times_ignored(tmp_pat
     jane, bob = entries["doejane"], entries["smithbob"]
     assert (jane.lms, jane.lms_user, jane.lms_prefix, jane.late_flag) == ("canvas", "12345", "doejane_12345_67890_", False)
     assert (bob.lms, bob.lms_user, bob.lms_prefix, bob.late_flag) == ("canvas", "23456", "smithbob_LATE_23456_78901_", True)
+    assert (jane.full_name, bob.full_name) == ("doejane", "smithbob")
     assert jane.submitted is None and bob.submitted is None  # the zip's times are when Canvas made it
 
 

@@ -29,7 +29,7 @@ CANVAS = r"^(?:.*/)?(?P<lms_prefix>(?P<student>[A-Za-z0-9-]+)_(?P<late>late_)?(?
 # Moodle's "Download all submissions": "Jane Doe_123456_assignsubmission_file_/causal_attention.ipynb" (in
 # folders; no trailing "_" since Moodle 4.1), "Jane Doe_123456_assignsubmission_file_causal_attention.ipynb" (without):
 # the full name and the participant id (the assignment's own id for the student, also under blind marking).
-MOODLE = r"^(?:.*/)?(?P<lms_prefix>(?P<student>[^/_]+)_(?P<lms_user>\d+)_assignsubmission_file(?:_/|/|_))[^/]*\.ipynb$"
+MOODLE = r"^(?:.*/)?(?P<lms_prefix>(?P<student>[^/]+?)_(?P<lms_user>\d+)_assignsubmission_file(?:_/|/|_))[^/]*\.ipynb$"
 
 STUDENT_PATTERNS = (
     CANVAS,
@@ -57,7 +57,8 @@ class Entry:
     @property
     def full_name(self) -> str:
         """Moodle's full name of the student; Canvas's name part ("doejane")."""
-        return self.lms_prefix.split("_", 1)[0]
+        name = self.lms_prefix.split(f"_{self.lms_user}_")[0]
+        return re.sub(r"_late$", "", name, flags=re.IGNORECASE) if self.lms == "canvas" else name
 
 
 def lms_ids(relative_path: str) -> dict:
@@ -93,11 +94,10 @@ def student_id(relative_path: str, patterns: tuple[str, ...]) -> str | None:
     return None
 
 
-def _files(submissions: Path, scratch: Path, times: dict[str, datetime] | None = None) -> dict[str, bytes]:
+def _files(submissions: Path, scratch: Path, times: dict[str, datetime]) -> dict[str, bytes]:
     """Every file inside SUBMISSIONS as {relative path: bytes}; zips unpacked (zip-in-zip too).
     ``times`` gets each file's time: its zip entry's (local time where it was zipped), or its mtime."""
     found: dict[str, bytes] = {}
-    times = {} if times is None else times
 
     def add_zip(data_path: Path, prefix: str) -> None:
         with zipfile.ZipFile(data_path) as archive:
