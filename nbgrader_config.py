@@ -36,3 +36,14 @@ c.Autograde.autograde_preprocessors = AUTOGRADE_PREPROCESSORS
 # attention_course/grading/limits.py's: 120 s per cell, so that an endless loop costs one cell and not
 # the grading run; 600 s per notebook; 1 MB of output per cell; 8 GiB of memory). For example:
 # c.ConfinedExecute.cell_seconds = 300
+
+# Late work (attention_course/grading/late.py): nbgrader's own late penalties, with the course's policy.
+# A due date and extensions here, or the grade command's --due and --extensions. By default nothing is late.
+c.AssignLatePenalties.plugin_class = "attention_course.grading.late.CoursePenalty"
+# c.CoursePenalty.per = "hour"          # or "day": each started hour (day) late costs `penalty`
+# c.CoursePenalty.penalty = 0.05        # 5% of the notebook's points per hour ...
+# c.CoursePenalty.unit = "fraction"     # ... or "points": that many points
+# c.CoursePenalty.cap = 0.5             # never more than half (same unit)
+# c.CoursePenalty.grace_minutes = 10    # up to 10 minutes late is on time
+# c.LateWork.due = {"01_causal_attention": "2026-03-02 23:59 Europe/Berlin"}
+# c.LateWork.extensions = "extensions.csv"   # columns: student, and hours or days

@@ -59,7 +59,10 @@ def _grade(args) -> int:
         limits = replace(limits, memory_bytes=args.memory_mb * 2**20 or None)
     result = grade_class(root, args.assignment, Path(args.submissions), workers=args.workers, limits=limits,
                          id_patterns=tuple(args.id_pattern), only_student=args.student,
-                         compare_with=tuple(map(Path, args.compare_with)), scheduler=args.scheduler)
+                         compare_with=tuple(map(Path, args.compare_with)), scheduler=args.scheduler, due=args.due,
+                         extensions=Path(args.extensions) if args.extensions else None,
+                         canvas_column=args.canvas_assignment,
+                         moodle_worksheet=Path(args.moodle_worksheet) if args.moodle_worksheet else None)
     print(render(result, args.workers or os.cpu_count() or 1))
     figure = save_figure(result, root / f"grading_summary_{args.assignment}.png")
     print(f"\nFeedback: {root / 'feedback'}/<student>/{args.assignment}/   Grades: {root / 'grades.csv'}   Figure: {figure}")
@@ -102,6 +105,18 @@ def _package(args) -> int:
     return 0
 
 
+def _canvas_feedback(args) -> int:
+    from attention_course.grading.canvas_api import upload_feedback
+
+    token = os.environ.get("CANVAS_TOKEN")
+    if not token:
+        print("set CANVAS_TOKEN to a Canvas access token (Account > Settings > New Access Token)", file=sys.stderr)
+        return 2
+    done = upload_feedback(Path(args.feedback_zip), args.url, args.course, args.assignment, token)
+    print(f"feedback attached to {len(done)} submissions")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="attention-course", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -135,6 +150,14 @@ def main(argv: list[str] | None = None) -> int:
                                   "nbgrader_config.py; none: a pool of --workers processes here)")
     grade_class.add_argument("--compare-with", action="append", default=[], metavar="FOLDER",
                              help="an earlier class's submissions (folder or zip), for the integrity report (repeatable)")
+    grade_class.add_argument("--due", help="the due date, e.g. '2026-03-02 23:59 Europe/Berlin' (default: c.LateWork.due of "
+                             "nbgrader_config.py, else the gradebook's); late work costs what c.CoursePenalty says")
+    grade_class.add_argument("--extensions", help="a CSV of extensions, columns: student, and hours or days (default: "
+                             "c.LateWork.extensions)")
+    grade_class.add_argument("--canvas-assignment", help="the assignment's column in Canvas's gradebook export, "
+                             "'Title (assignment id)', for canvas_grades_<assignment>.csv (default: the assignment id)")
+    grade_class.add_argument("--moodle-worksheet", help="the grading worksheet downloaded from Moodle: its submission times "
+                             "decide lateness, and moodle_grades_<assignment>.csv is it filled in")
     grade_class.set_defaults(run=_grade)
 
     from attention_course.grading.integrity import THRESHOLD
@@ -151,6 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     integrity.add_argument("--threshold", type=float, default=THRESHOLD, help=f"similarity flagged (default {THRESHOLD})")
     integrity.add_argument("--id-pattern", action="append", default=[], help="as for grade (repeatable)")
     integrity.set_defaults(run=_integrity)
+
+    canvas = commands.add_parser(
+        "canvas-feedback", help="attach the feedback pages of canvas_feedback_<assignment>.zip to the students' Canvas "
+        "submissions as comments, through Canvas's API (token in CANVAS_TOKEN); the alternative to Re-Upload Submissions")
+    canvas.add_argument("feedback_zip")
+    canvas.add_argument("--url", required=True, help="your Canvas, e.g. https://canvas.example.edu")
+    canvas.add_argument("--course", required=True, help="the course id (in the course's address: /courses/ID)")
+    canvas.add_argument("--assignment", required=True, help="the assignment id (/assignments/ID)")
+    canvas.set_defaults(run=_canvas_feedback)
 
     grade = commands.add_parser(
         "grade-notebook", help="grade one notebook with the hidden tests, without nbgrader's database (for self-learners)"

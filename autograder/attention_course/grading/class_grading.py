@@ -28,7 +28,9 @@ from attention_course.grading.cells import grade_id, is_test_cell
 from attention_course.grading.collect import Entry, answer_ids, collect, place, restore_originals, snapshot
 from attention_course.grading.course import ASSIGNMENTS, source_notebook
 from attention_course.grading.integrity import integrity_report
+from attention_course.grading.late import describe, lateness, prepare_late_work
 from attention_course.grading.limits import Limits, confined
+from attention_course.grading.lms import moodle_submission_times, read_moodle_worksheet, write_lms_files
 from attention_course.grading.nbgrader_plugin import configured_limits
 from attention_course.grading.nbgrader_steps import export_grades, register_assignment, stored_grades
 from attention_course.grading.cluster import configured_cluster
@@ -179,10 +181,13 @@ def _pass_rates(root: Path, assignment: str, students: list[StudentResult]) -> d
 
 def grade_class(root: Path, assignment: str, submissions: Path, workers: int | None = None, limits: Limits | None = None,
                 id_patterns: tuple[str, ...] = (), only_student: str | None = None, scheduler: str | None = None,
-                compare_with: tuple[Path, ...] = (), run_on: Workers | None = None) -> ClassResult:
+                compare_with: tuple[Path, ...] = (), run_on: Workers | None = None, due: str | None = None,
+                extensions: Path | None = None, canvas_column: str | None = None,
+                moodle_worksheet: Path | None = None) -> ClassResult:
     """Grade a class. The jobs run on ``run_on`` if given, else on the Dask cluster ``scheduler`` names
     (default: ``c.Cluster.scheduler`` of nbgrader_config.py), else on a pool of ``workers`` processes here
-    (default: one per core). ``compare_with``: earlier classes' submissions, for the integrity report."""
+    (default: one per core). ``compare_with``: earlier classes' submissions, for the integrity report.
+    ``due``, ``extensions``: late work (``late``); ``canvas_column``, ``moodle_worksheet``: the LMS's files (``lms``)."""
     started = time.perf_counter()
     root, submissions = Path(root).resolve(), Path(submissions)
     work = root / WORK / assignment
@@ -202,7 +207,11 @@ def grade_class(root: Path, assignment: str, submissions: Path, workers: int | N
         assignment_ids = {a: answer_ids(nbformat.read(source_notebook(root, a), as_version=4))
                           for a in ASSIGNMENTS if source_notebook(root, a).is_file()}
         originals = snapshot(submissions)
-        entries, notes = collect(submissions, assignment_ids, assignment, id_patterns, scratch=work)
+        worksheet = read_moodle_worksheet(moodle_worksheet) if moodle_worksheet else None
+        entries, notes = collect(submissions, assignment_ids, assignment, id_patterns, scratch=work,
+                                 lms_times=moodle_submission_times(worksheet) if worksheet else None)
+        notes += prepare_late_work(root, assignment, entries, due, extensions)  # due date, extensions; before place()
+        everyone = entries
         report = integrity_report(root, assignment, {e.student: e.notebook for e in entries if e.notebook is not None},
                                   root / "integrity" / assignment, earlier=compare_with)  # the whole class, always
         if only_student:
@@ -252,12 +261,18 @@ def grade_class(root: Path, assignment: str, submissions: Path, workers: int | N
     store_outcomes(root, assignment, graded, zeros)
     step = time.perf_counter()
     export_grades(root, root / "grades.csv")
+    notes += [f"for the LMS: {path.name}" for path in write_lms_files(root, assignment, everyone, canvas_column, worksheet)]
     clock["exporting grades.csv"] = time.perf_counter() - step
 
     students = sorted(results.values(), key=lambda r: r.student)
     grades = stored_grades(root, assignment, [r.student for r in students])
+    late = lateness(root, assignment, [r.student for r in students])
     for result in students:
         result.score, result.max_score, result.lost = grades[result.student]
+        seconds, penalty = late.get(result.student, (0.0, 0.0))
+        if seconds:
+            result.score = max(0.0, result.score - penalty)
+            result.status += f"; {describe(seconds, penalty)}"
     seconds = time.perf_counter() - started
     once = clock["registering the assignment"] + clock["exporting grades.csv"] + clock["starting and stopping the workers"]
     clock["driver, per notebook"] = (seconds - once - clock.get("waiting on workers", 0.0)) / len(students)
