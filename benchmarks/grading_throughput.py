@@ -28,14 +28,13 @@ from pathlib import Path
 
 import nbformat
 
-from attention_course.grading.examples import build_submission, students_of
-from attention_course.grading.class_grading import grade_class
 from attention_course.grading.course import ASSIGNMENTS, assignments_in, copy_course, find_course_root, release_notebook, source_notebook
-from attention_course.grading.execute import execute_notebook
+from attention_course.grading.examples import build_submission, students_of
 from attention_course.grading.limits import Limits, confined
-from attention_course.grading.nbgrader_steps import generate_release, nbgrader
-from attention_course.grading.verdicts.judge import apply_verdicts, harvest_notebook, keep_harvest
 from attention_course.grading.zygote import Zygote
+
+# The grade command's workers are spawned, and a spawned process imports the main module first: the
+# heavier modules are imported where they are used, so that its workers start as the command's do.
 
 ONCE = ("starting and stopping the workers", "registering the assignment", "exporting grades.csv")  # per class
 STOCK_PREPROCESSORS = ["nbgrader.preprocessors.Execute", "nbgrader.preprocessors.IgnorePattern",
@@ -62,6 +61,8 @@ def scores(course: Path, assignment: str) -> dict[str, float]:
 
 
 def plain_autograde(course: Path, assignment: str, folder: Path, *options: str) -> float:
+    from attention_course.grading.nbgrader_steps import generate_release, nbgrader
+
     for student in folder.iterdir():
         target = course / "submitted" / student.name / assignment
         target.mkdir(parents=True)
@@ -76,6 +77,8 @@ def breakdown(course: Path, assignment: str, limits: Limits, sample: int = 4) ->
     """Per notebook: (seconds running a student's notebook, seconds running its harvest notebook,
     seconds judging), for the first ``sample`` submitted notebooks run again one at a time in kernels
     from one zygote."""
+    from attention_course.grading.verdicts.judge import apply_verdicts, harvest_notebook, keep_harvest
+
     student = harvest = judging = 0.0
     source = nbformat.read(source_notebook(course, assignment), as_version=4)
     paths = sorted((course / "submitted").glob(f"*/{assignment}/{ASSIGNMENTS[assignment]}"))[:sample]
@@ -93,6 +96,8 @@ def breakdown(course: Path, assignment: str, limits: Limits, sample: int = 4) ->
 
 
 def _running(nb, zygote: Zygote, limits: Limits, clean: bool = False) -> float:
+    from attention_course.grading.execute import execute_notebook
+
     started = time.perf_counter()
     asyncio.run(execute_notebook(nb, zygote, limits, clean=clean))
     return time.perf_counter() - started
@@ -100,6 +105,8 @@ def _running(nb, zygote: Zygote, limits: Limits, clean: bool = False) -> float:
 
 def kernel_start(root: Path, isolate: bool, repeats: int = 5) -> float:
     """Seconds to start a kernel from the zygote, run one empty cell and shut it down."""
+    from attention_course.grading.execute import execute_notebook
+
     limits, _ = confined(Limits())
     limits = Limits(isolate=isolate and limits.isolate, first_uid=limits.first_uid)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("pass")])
@@ -112,6 +119,8 @@ def kernel_start(root: Path, isolate: bool, repeats: int = 5) -> float:
 
 
 def main() -> None:
+    from attention_course.grading.class_grading import grade_class
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--students", type=int, nargs="+", default=[6, 30], help="class sizes, each graded three ways")
     parser.add_argument("--assignments", nargs="*", default=None)

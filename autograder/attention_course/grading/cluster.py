@@ -18,7 +18,8 @@ from traitlets import List, Unicode
 from traitlets.config import Configurable
 from traitlets.config.loader import PyFileConfigLoader
 
-from attention_course.grading.notebook_job import ClassBundle, NotebookJob, grade_job, start_worker
+from attention_course.grading.notebook_job import ClassBundle, NotebookJob, grade_job
+from attention_course.grading.zygote import start_shared_zygote
 from attention_course.grading.workers import Workers
 
 GPU = "GPU"  # the Dask worker resource a GPU worker declares: dask worker ADDRESS --resources GPU=1
@@ -61,7 +62,7 @@ class DaskWorkers(Workers):
         workers = self._client.scheduler_info()["workers"]
         self.count = len(workers)
         # Each worker's zygote imports while nbgrader registers the assignment (kept, or Dask cancels them).
-        self._warming = [self._client.submit(start_worker, workers=[address], pure=False) for address in workers]
+        self._warming = [self._client.submit(start_shared_zygote, workers=[address], pure=False) for address in workers]
         self._executor = self._client.get_executor()
         self._bundles: dict[str, object] = {}
 

@@ -1,23 +1,28 @@
-"""The main job: generate the student versions with nbgrader, hand in the example class,
-autograde it, write feedback, export grades, and print what each example scored and why."""
+"""The main job: hand in the example class of every assignment and grade it with the grade command
+(nbgrader generates the student versions, autogrades, writes feedback and exports the grades), then
+print what each example scored and why."""
 
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 
-from attention_course.grading.examples import Student, build_submission, students_of
+from attention_course.grading.class_grading import grade_class
 from attention_course.grading.course import ASSIGNMENTS, assignments_in, release_notebook, source_notebook
-from attention_course.grading.nbgrader_steps import generate_release, nbgrader, stored_grades
+from attention_course.grading.examples import Student, build_submission, students_of
+from attention_course.grading.nbgrader_steps import stored_grades
+from attention_course.grading.workers import LocalPool
 
 
-def hand_in(root: Path, assignment: str, students: list[Student]) -> None:
+def hand_in(root: Path, assignment: str, students: list[Student], folder: Path) -> None:
+    """The class as an LMS would hand it over: a folder per student."""
     source = nbformat.read(source_notebook(root, assignment), as_version=4)
     release = nbformat.read(release_notebook(root, assignment), as_version=4)
     for student in students:
-        folder = root / "submitted" / student.name / assignment
-        folder.mkdir(parents=True, exist_ok=True)
-        nbformat.write(build_submission(student, source, release), folder / ASSIGNMENTS[assignment])
+        (folder / student.name).mkdir(parents=True)
+        nbformat.write(build_submission(student, source, release), folder / student.name / ASSIGNMENTS[assignment])
 
 
 @dataclass
@@ -58,15 +63,17 @@ def render(results: list[ExampleResult]) -> str:
 
 def run_example_class(root: Path, assignments: list[str] | None = None) -> list[ExampleResult]:
     results = []
-    for assignment in assignments or assignments_in(root):
-        students = students_of(assignment)
-        print(f"{assignment}: generating release/, handing in {len(students)} example submissions, autograding ...", flush=True)
-        generate_release(root, assignment)
-        hand_in(root, assignment, students)
-        nbgrader(root, "autograde", assignment, "--force")
-        nbgrader(root, "generate_feedback", assignment, "--force")
-        results += results_of(root, assignment, students)
-    nbgrader(root, "export", "--to", str(root / "grades.csv"))
+    pool = LocalPool(os.cpu_count() or 1)  # one pool for every assignment's class
+    try:
+        for assignment in assignments or assignments_in(root):
+            students = students_of(assignment)
+            print(f"{assignment}: handing in {len(students)} example submissions, grading them ...", flush=True)
+            with tempfile.TemporaryDirectory() as folder:
+                hand_in(root, assignment, students, Path(folder))
+                grade_class(root, assignment, Path(folder), run_on=pool)
+            results += results_of(root, assignment, students)
+    finally:
+        pool.close()
     print(render(results))
     print(f"\nFeedback: {root / 'feedback'}/<student>/<assignment>/*.html   Grades: {root / 'grades.csv'}")
     return results

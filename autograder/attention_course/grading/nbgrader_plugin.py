@@ -8,7 +8,6 @@ Plain ``nbgrader autograde`` and formgrader's button run them so; the grade comm
 same autograde, through nbgrader's Python API (``notebook_job``)."""
 
 import asyncio
-import atexit
 from pathlib import Path
 
 import nbformat
@@ -20,6 +19,7 @@ from traitlets.config.loader import PyFileConfigLoader
 from attention_course.grading.course import source_notebook
 from attention_course.grading.execute import execute_with_harvest
 from attention_course.grading.limits import Limits, confined
+from attention_course.grading.zygote import shared_zygote
 
 
 def _root(preprocessor: NbGraderPreprocessor) -> Path:
@@ -30,18 +30,7 @@ def _source(preprocessor: NbGraderPreprocessor, assignment: str):
     return nbformat.read(source_notebook(_root(preprocessor), assignment), as_version=4)
 
 
-_ZYGOTE = []
 RUN_STATUS = "attention_course_status"  # in nbgrader's resources: how the notebook's run went ("ok" or what stopped it)
-
-
-def worker_zygote():
-    """One kernel zygote per grading process (nbgrader's, or a worker of the grade command), closed when it exits."""
-    if not _ZYGOTE:
-        from attention_course.grading.zygote import Zygote
-
-        _ZYGOTE.append(Zygote())
-        atexit.register(_ZYGOTE[0].close)
-    return _ZYGOTE[0]
 
 
 class ConfinedExecute(NbGraderPreprocessor):
@@ -69,7 +58,7 @@ class ConfinedExecute(NbGraderPreprocessor):
         limits, cannot = confined(self.limits())
         for note in cannot:
             self.log.warning(note)
-        status = asyncio.run(execute_with_harvest(nb, assignment, _source(self, assignment), worker_zygote(), limits,
+        status = asyncio.run(execute_with_harvest(nb, assignment, _source(self, assignment), shared_zygote(), limits,
                                                   resources["metadata"]["path"], seed=self.seed))
         if status != "ok":
             self.log.warning("%s: %s", resources["nbgrader"]["student"], status)

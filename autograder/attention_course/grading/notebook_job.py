@@ -36,7 +36,7 @@ from traitlets.config.loader import PyFileConfigLoader
 import attention_course
 from attention_course.grading.cells import neutralise_hidden_test_markers
 from attention_course.grading.limits import Limits
-from attention_course.grading.nbgrader_plugin import RUN_STATUS, worker_zygote
+from attention_course.grading.nbgrader_plugin import RUN_STATUS
 
 CONFIG = "nbgrader_config.py"
 # The rows of a gradebook that belong to students; the rest is the course's (assignments, their cells).
@@ -253,11 +253,6 @@ def _grade(bundle: ClassBundle, job: NotebookJob) -> NotebookOutcome:
         else:
             outcome.notes.append(f"no feedback: nbgrader could not write it ({_nbgrader_error(handler.messages)})")
     return outcome
-
-
-def start_worker() -> None:
-    """A worker's first step: its kernel zygote starts importing at once."""
-    worker_zygote()
 
 
 def write_files(folder: Path, files: dict[str, str]) -> None:

@@ -14,9 +14,11 @@ never retried.
 
 import concurrent.futures
 import multiprocessing
+import threading
 from concurrent.futures.process import BrokenProcessPool
 
-from attention_course.grading.notebook_job import ClassBundle, NotebookJob, grade_job, start_worker
+from attention_course.grading.notebook_job import ClassBundle, NotebookJob, grade_job
+from attention_course.grading.zygote import start_shared_zygote
 
 RETRIES = 2  # times the local pool gives a job again when the worker process running it died (not the student's kernel)
 
@@ -46,8 +48,9 @@ class LocalPool(Workers):
         self._pool = self._start()
 
     def _start(self) -> concurrent.futures.ProcessPoolExecutor:
+        # Spawned, not forked: the grader's process has threads (a fork would copy their locks, not them).
         pool = concurrent.futures.ProcessPoolExecutor(self.count, mp_context=multiprocessing.get_context("spawn"),
-                                                      initializer=start_worker)
+                                                      initializer=start_shared_zygote)
         for _ in range(self.count):  # the pool starts a process per task it is given, up to ``count``
             pool.submit(int)
         return pool
@@ -61,7 +64,8 @@ class LocalPool(Workers):
             return self._pool.submit(grade_job, bundle, job)
 
     def close(self) -> None:
-        _end(self._pool)
+        # The workers end while the grader stores the grades (a thread: Python waits for it before it exits).
+        threading.Thread(target=_end, args=(self._pool,), name="ending the grading pool").start()
 
     def worker_processes(self) -> list[int]:
         """The pids of the worker processes now (for tests that kill one)."""

@@ -14,6 +14,7 @@ the Python it runs is readable by other users.
 """
 
 
+import atexit
 import faulthandler
 import importlib
 import json
@@ -177,6 +178,22 @@ class Zygote:
 
     def __exit__(self, *_):
         self.close()
+
+
+_SHARED: list[Zygote] = []
+
+
+def shared_zygote() -> Zygote:
+    """This process's zygote (nbgrader's, or a grade command worker's): started on first use, closed when it exits."""
+    if not _SHARED:
+        _SHARED.append(Zygote())
+        atexit.register(_SHARED[0].close)
+    return _SHARED[0]
+
+
+def start_shared_zygote() -> None:
+    """A worker's first step, before it imports anything heavy: its zygote starts importing at once."""
+    shared_zygote()
 
 
 if __name__ == "__main__":
