@@ -214,7 +214,8 @@ def collect(submissions: Path, assignment_ids: dict[str, set[str]], assignment: 
             ids = answer_ids(notebook)
             mine = len(ids & assignment_ids[assignment])
             best = max(assignment_ids, key=lambda a: len(ids & assignment_ids[a]))
-            if mine == 0 and len(ids & assignment_ids[best]) > 0:
+            # The assignments share grade ids (setup, q1, ...): the one whose ids the notebook holds most of is its own.
+            if best != assignment and len(ids & assignment_ids[best]) > mine:
                 notebook, problem = None, f"this is the notebook of {best}, not of {assignment}"
             elif mine == 0:
                 notebook, problem = None, f"none of {assignment}'s cells are in it (a different notebook, or its cells' metadata lost)"

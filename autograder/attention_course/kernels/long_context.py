@@ -15,10 +15,9 @@ keys and values the new queries may attend.
 """
 
 import torch
-from torch import nn
 
 from attention_course.kernels.causal import causal_mask
-from attention_course.kernels.gqa import _group_size, repeat_kv
+from attention_course.kernels.gqa import GroupedQueryAttention, _group_size, repeat_kv
 
 
 # ----------------------------------------------------------------------------------------------
@@ -169,7 +168,7 @@ class SinkKVCache(_BoundedCache):
 # ----------------------------------------------------------------------------------------------
 
 
-class RotaryGQA(nn.Module):
+class RotaryGQA(GroupedQueryAttention):
     """Llama's attention layer, rotary embeddings included (``LlamaAttention``); with ``sliding_window``,
     Mistral's (``MistralAttention``): each query attends its ``sliding_window`` most recent keys.
 
@@ -181,22 +180,13 @@ class RotaryGQA(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, rope_theta: float = 10000.0,
                  sliding_window: int | None = None, bias: bool = False):
-        super().__init__()
         if d_model % n_heads or (d_model // n_heads) % 2:
             raise ValueError(f"d_model={d_model} must split into n_heads={n_heads} heads of an even size (rotary pairs)")
         if sliding_window is not None and sliding_window < 1:
             raise ValueError(f"sliding_window={sliding_window} must be at least 1")
+        super().__init__(d_model, n_heads, n_kv_heads, bias=bias)  # 04's projections and heads
         self.per_group = _group_size(n_heads, n_kv_heads)
-        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, d_model // n_heads
         self.rope_theta, self.sliding_window = rope_theta, sliding_window
-        self.q_proj = nn.Linear(d_model, n_heads * self.head_dim, bias=bias)
-        self.k_proj = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=bias)
-        self.v_proj = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=bias)
-        self.o_proj = nn.Linear(n_heads * self.head_dim, d_model, bias=bias)
-
-    def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
-        batch, length, _ = x.shape
-        return x.view(batch, length, n, self.head_dim).transpose(1, 2)  # [B, n, T, d]
 
     def forward(self, x: torch.Tensor, cache=None) -> torch.Tensor:
         """x [B, T_new, D] -> [B, T_new, D]; with a cache, the new tokens follow the ``len(cache)`` seen ones."""

@@ -174,6 +174,16 @@ def _prefill_and_step(layer, x, cache) -> list:
     return [layer(x), layer(x[:, :3], cache=cache), layer(x[:, 3:], cache=cache)]
 
 
+def layer_layout(layer) -> dict:
+    """What a Llama-style layer exposes: its head counts and its state_dict's names and shapes (06's rotary layer too)."""
+    state = layer.state_dict()
+    buffers = dict(layer.named_buffers())
+    return {"n_heads": getattr(layer, "n_heads", None), "n_kv_heads": getattr(layer, "n_kv_heads", None),
+            "head_dim": getattr(layer, "head_dim", None),
+            "state_dict": tuple((key, tuple(int(n) for n in t.shape)) for key, t in state.items()),
+            "persistent buffers": tuple(key for key in state if key in buffers)}
+
+
 def _build(student, multi_query: bool, d_model: int, n_heads: int, n_kv_heads: int, bias: bool):
     """The student's layer: ``MultiQueryAttention(D, H, bias=...)`` or ``GroupedQueryAttention(D, H, G, bias=...)``."""
     if multi_query:
@@ -188,12 +198,7 @@ def _run_layer(student, case, multi_query: bool) -> dict:
     layer = _build(student, multi_query, d_model, n_heads, n_kv, case["bias"])
     head_dim = d_model // n_heads
     if case["kind"] == "layout":
-        state = layer.state_dict()
-        buffers = dict(layer.named_buffers())
-        return {"n_heads": getattr(layer, "n_heads", None), "n_kv_heads": getattr(layer, "n_kv_heads", None),
-                "head_dim": getattr(layer, "head_dim", None),
-                "state_dict": tuple((key, tuple(int(n) for n in t.shape)) for key, t in state.items()),
-                "persistent buffers": tuple(key for key in state if key in buffers)}
+        return layer_layout(layer)
     if case["kind"] == "meta":
         cache = KVCache(2, n_kv, head_dim, LAYER_LENGTH, device="meta")
         return {DEVICE: device_problem(_prefill_and_step, layer, case["x"], cache)}

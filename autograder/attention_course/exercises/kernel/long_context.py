@@ -9,7 +9,7 @@ import torch
 from attention_course.exercises.kernel.causal_attention import DEVICE, _visible_extras
 from attention_course.exercises.kernel.devices import device_problem
 from attention_course.exercises.kernel.draw import devices, dtypes, integer, raised, randn
-from attention_course.exercises.kernel.gqa import llama_shapes
+from attention_course.exercises.kernel.gqa import layer_layout, llama_shapes
 from attention_course.kernels.kv_cache import KVCache
 
 LAYER_LENGTH, CHUNKS = 7, (3, 2, 1, 1)  # x [2, 7, D]: a prefill of 3, a chunk of 2, then single tokens
@@ -142,12 +142,7 @@ def run_rotary_layer(student, case) -> dict:
     layer = _build_layer(student, case)
     head_dim = d_model // n_heads
     if case["kind"] == "layout":
-        state = layer.state_dict()
-        buffers = dict(layer.named_buffers())
-        return {"n_heads": getattr(layer, "n_heads", None), "n_kv_heads": getattr(layer, "n_kv_heads", None),
-                "head_dim": getattr(layer, "head_dim", None),
-                "state_dict": tuple((key, tuple(int(n) for n in t.shape)) for key, t in state.items()),
-                "persistent buffers": tuple(key for key in state if key in buffers)}
+        return layer_layout(layer)
     if case["kind"] == "meta":
         cache = KVCache(2, n_kv, head_dim, LAYER_LENGTH, device="meta")
         return {DEVICE: device_problem(_prefill_and_step, layer, case["x"], cache)}
