@@ -269,3 +269,17 @@ def _paged(q, cache, seq_id, table_order=None, length=None, top_left=False, modu
 def test_paged_attention_mistakes(message, kwargs):
     checks.check_paged_attention(_paged)  # the model itself is right
     fails_naming(message, checks.check_paged_attention, functools.partial(_paged, **kwargs))
+
+
+class OneBufferCache(ref.LatentCache):
+    """A correct cache that keeps the latent and the rotary key side by side in one buffer (vLLM's layout)."""
+
+    def __init__(self, batch_size, kv_lora_rank, qk_rope_head_dim, max_len, dtype=torch.float32, device=None):
+        super().__init__(batch_size, kv_lora_rank, qk_rope_head_dim, max_len, dtype=dtype, device=device)
+        buffer = torch.zeros(batch_size, max_len, kv_lora_rank + qk_rope_head_dim, dtype=dtype, device=device)
+        self.latent, self.k_rot = buffer[..., :kv_lora_rank], buffer[..., kv_lora_rank:]
+
+
+@pytest.mark.parametrize("thorough", [False, True])
+def test_a_cache_of_one_buffer_passes(thorough, capsys):
+    checks.check_latent_attention(ref.MultiHeadLatentAttention, OneBufferCache, thorough=thorough, seed=2)

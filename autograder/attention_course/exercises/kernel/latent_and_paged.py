@@ -111,7 +111,8 @@ def _build(student, size):
 
 
 def _cached_per_token(cache, batch: int, max_len: int):
-    tensors = {t.untyped_storage().data_ptr(): t.numel() for t in returned_tensors(cache)}
+    # Numbers held, each storage once, whole: two views of one buffer (latent and rotary key side by side) count once.
+    tensors = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() // t.element_size() for t in returned_tensors(cache)}
     total = sum(tensors.values())
     return total // (batch * max_len) if total % (batch * max_len) == 0 else total / (batch * max_len)
 
