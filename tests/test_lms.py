@@ -371,3 +371,41 @@ def test_canvas_feedback_through_the_api_keeps_the_pages_names(tmp_path):
         ticket, put = parse_qs(mine[0][3].decode()), parse_qs(mine[3][3].decode())
         assert ticket["name"] == ["causal_attention.html"] and ticket["content_type"] == ["text/html"]
         assert put == {"comment[file_ids][]": [str(900 + int(user[-1]))], "comment[text_comment]": [COMMENT]}
+
+
+@slow
+def test_the_grade_command_applies_the_same_late_work_and_a_new_due_date_grades_again(round_trip, tmp_path):
+    """The same Moodle download through ``attention-course grade``'s pipeline (jobs in worker processes):
+    the penalties nbgrader's own autograde stored above, in the class's gradebook, the summary and the
+    export; then a later due date, and every job runs again (the due date is part of its key)."""
+    from nbgrader.api import Gradebook
+
+    from attention_course.grading.class_grading import grade_class
+
+    _, _, moodle, *_ = round_trip
+    course = copy_course(tmp_path / "course")
+    with open(course / "nbgrader_config.py", "a") as config:
+        config.write(POLICY)
+    worksheet = _worksheet(tmp_path / "worksheet.csv", [
+        ("111111", "Ann Lee", "ann@example.org", DUE - timedelta(minutes=5)),
+        ("222222", "Carl Day", "carl@example.org", DUE + timedelta(hours=2, minutes=50)),
+        ("333333", "Dee Fox", "dee@example.org", DUE + timedelta(hours=2, minutes=50)),
+        ("444444", "Eve Gray", "eve@example.org", DUE + timedelta(hours=30)),
+    ])
+    (tmp_path / "extensions.csv").write_text("student,hours\ndee_fox,4\n")
+    moodle_penalties = {s: PENALTIES[s] for s in ("ann_lee", "carl_day", "dee_fox", "eve_gray")}
+
+    def graded(**late):
+        result = grade_class(course, ASSIGNMENT, moodle, workers=2, moodle_worksheet=worksheet,
+                             extensions=tmp_path / "extensions.csv", **late)
+        with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+            stored = {s: gradebook.find_submission(ASSIGNMENT, s).late_submission_penalty or 0.0 for s in moodle_penalties}
+        return {r.student: r for r in result.students}, stored
+
+    by, stored = graded()
+    assert stored == moodle_penalties
+    assert {s: r.score for s, r in by.items()} == {s: 20.0 - p for s, p in moodle_penalties.items()}
+    assert "2 h 50 min late: -3" in by["carl_day"].status and "late" not in by["ann_lee"].status
+    by, stored = graded(due="2026-03-04 12:00 UTC")  # after every submission
+    assert stored == dict.fromkeys(moodle_penalties, 0.0)
+    assert {s: r.score for s, r in by.items()} == dict.fromkeys(moodle_penalties, 20.0)

@@ -64,10 +64,11 @@ class ClassBundle:
     gradebook: bytes  # gradebook.db with the assignment registered and no student in it
     limits: Limits
     grader: str  # the grading code's digest where the bundle was made: a worker's must be the same
+    duedate: str | None  # the assignment's, in that gradebook: a new due date grades the class again
 
     @property
     def digest(self) -> str:
-        parts = [self.assignment, self.notebook, self.config, repr(self.limits), self.grader]
+        parts = [self.assignment, self.notebook, self.config, repr(self.limits), self.grader, str(self.duedate)]
         parts += [f"{path}\x00{hashlib.sha256(data).hexdigest()}" for path, data in self.source_files]
         return hashlib.sha256("\x01".join(parts).encode()).hexdigest()
 
@@ -113,8 +114,10 @@ def bundle_of(root: Path, assignment: str, notebook: str, limits: Limits) -> Cla
     """The class's bundle, from the course directory (after nbgrader registered the assignment)."""
     source = root / "source" / assignment
     files = tuple(sorted((str(path.relative_to(source)), path.read_bytes()) for path in source.rglob("*") if path.is_file()))
+    with sqlite3.connect(root / "gradebook.db") as gradebook:
+        duedate = gradebook.execute("SELECT duedate FROM assignment WHERE name = ?", (assignment,)).fetchone()
     return ClassBundle(assignment, notebook, (root / CONFIG).read_text(), files, _without_students(root / "gradebook.db"), limits,
-                       grader_digest())
+                       grader_digest(), duedate[0] if duedate else None)
 
 
 def _without_students(gradebook: Path) -> bytes:
