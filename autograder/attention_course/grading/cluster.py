@@ -16,11 +16,11 @@ from distributed import Client, LocalCluster
 from distributed.security import Security
 from traitlets import List, Unicode
 from traitlets.config import Configurable
-from traitlets.config.loader import PyFileConfigLoader
 
+from attention_course.grading.nbgrader_steps import course_config
 from attention_course.grading.notebook_job import ClassBundle, NotebookJob, grade_job
-from attention_course.grading.zygote import start_shared_zygote
 from attention_course.grading.workers import Workers
+from attention_course.grading.zygote import start_shared_zygote
 
 GPU = "GPU"  # the Dask worker resource a GPU worker declares: dask worker ADDRESS --resources GPU=1
 
@@ -40,7 +40,7 @@ class Cluster(Configurable):
 
 def configured_cluster(root: Path) -> Cluster:
     """The ``c.Cluster`` settings of the course's ``nbgrader_config.py``."""
-    return Cluster(config=PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config())
+    return Cluster(config=course_config(root))
 
 
 class DaskWorkers(Workers):

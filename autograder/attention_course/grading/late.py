@@ -36,9 +36,10 @@ from dateutil.tz import gettz
 from nbgrader.plugins import LateSubmissionPlugin
 from nbgrader.utils import parse_utc
 from traitlets import Dict, Enum, Float, Unicode
-from traitlets.config import Configurable, PyFileConfigLoader
+from traitlets.config import Configurable
 
 from attention_course.grading.collect import Entry
+from attention_course.grading.nbgrader_steps import course_config
 
 SECONDS = {"hour": 3600, "day": 86400}
 
@@ -81,8 +82,7 @@ class LateWork(Configurable):
 
 
 def configured(root: Path) -> LateWork:
-    config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
-    return LateWork(config=config)
+    return LateWork(config=course_config(root))
 
 
 def parse_due(text: str) -> datetime:

@@ -14,11 +14,11 @@ import nbformat
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Integer
-from traitlets.config.loader import PyFileConfigLoader
 
 from attention_course.grading.course import source_notebook
 from attention_course.grading.execute import execute_with_harvest
 from attention_course.grading.limits import Limits, confined
+from attention_course.grading.nbgrader_steps import course_config
 from attention_course.grading.zygote import shared_zygote
 
 
@@ -68,8 +68,7 @@ class ConfinedExecute(NbGraderPreprocessor):
 
 def configured_limits(root: Path) -> Limits:
     """The limits the course's ``nbgrader_config.py`` sets for ``ConfinedExecute`` (its defaults where it sets none)."""
-    config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
-    return ConfinedExecute(config=config).limits()
+    return ConfinedExecute(config=course_config(root)).limits()
 
 
 class ApplyVerdicts(NbGraderPreprocessor):

@@ -31,12 +31,12 @@ from nbgrader.converters import Autograde, GenerateFeedback
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.utils import parse_utc
 from sqlalchemy.exc import SAWarning
-from traitlets.config.loader import PyFileConfigLoader
 
 import attention_course
 from attention_course.grading.cells import neutralise_hidden_test_markers
 from attention_course.grading.limits import Limits
 from attention_course.grading.nbgrader_plugin import RUN_STATUS
+from attention_course.grading.nbgrader_steps import course_config
 
 CONFIG = "nbgrader_config.py"
 # The rows of a gradebook that belong to students; the rest is the course's (assignments, their cells).
@@ -198,8 +198,7 @@ def _lay_out(root: Path, bundle: ClassBundle, job: NotebookJob):
         gradebook.update_or_create_student(job.student)
         extension = None if job.extension_seconds is None else timedelta(seconds=job.extension_seconds)
         gradebook.update_or_create_submission(bundle.assignment, job.student, extension=extension)
-    config = PyFileConfigLoader(CONFIG, path=str(root)).load_config()
-    config.CourseDirectory.root = str(root)
+    config = course_config(root)
     config.CourseDirectory.assignment_id = bundle.assignment
     config.CourseDirectory.student_id = job.student
     for name in ("cell_seconds", "notebook_seconds", "output_bytes", "memory_bytes", "threads"):
