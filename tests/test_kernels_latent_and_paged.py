@@ -119,14 +119,16 @@ def test_an_absorbed_decode_step_makes_no_per_head_keys():
 def test_paged_cache_equals_a_contiguous_one():
     generator = torch.Generator().manual_seed(6)
     cache = PagedKVCache(n_blocks=12, block_size=4, n_kv_heads=2, head_dim=8, dtype=torch.float64)
-    whole = {}
-    for seq_id, chunks in enumerate([(5, 1, 1, 3), (4, 4), (1, 1, 1)]):
+    plan = {0: [5, 1, 1, 3], 1: [4, 4], 2: [1, 1, 1]}
+    whole = {seq_id: [] for seq_id in plan}
+    for seq_id in plan:
         cache.allocate(seq_id)
-        whole[seq_id] = []
-        for n_new in chunks:
-            k, v = torch.randn(2, n_new, 2, 8, dtype=torch.float64, generator=generator)
-            cache.append(seq_id, k, v)
-            whole[seq_id].append((k, v))
+    for step in range(max(map(len, plan.values()))):  # the sequences append in turns: their blocks interleave in the pool
+        for seq_id, chunks in plan.items():
+            if step < len(chunks):
+                k, v = torch.randn(2, chunks[step], 2, 8, dtype=torch.float64, generator=generator)
+                cache.append(seq_id, k, v)
+                whole[seq_id].append((k, v))
     assert cache.n_free_blocks == 12 - blocks_needed([10, 8, 3], 4) == 12 - 3 - 2 - 1
     for seq_id, parts in whole.items():
         k = torch.cat([p[0] for p in parts]).transpose(0, 1)  # [G, T, d]
@@ -138,8 +140,13 @@ def test_paged_cache_equals_a_contiguous_one():
     cache.free(0)
     assert cache.n_free_blocks == 12 - 3
     cache.allocate(3)
-    cache.append(3, *torch.randn(2, 12, 2, 8, dtype=torch.float64, generator=generator))
-    assert sorted(cache.block_tables[3]) == sorted(set(cache.block_tables[3]))
+    k, v = torch.randn(2, 26, 2, 8, dtype=torch.float64, generator=generator)  # 7 blocks: the 6 never used, then a freed one
+    cache.append(3, k, v)
+    table = cache.block_tables[3]
+    assert sorted(table) == sorted(set(table)) and table != sorted(table)  # freed blocks reused, out of pool order
+    q = torch.randn(6, 2, 8, dtype=torch.float64, generator=generator)
+    torch.testing.assert_close(paged_attention(q, cache, 3), gqa_attention(q[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None])[0],
+                               **tolerance(torch.float64))
     with pytest.raises(ValueError, match="out of blocks"):
         cache.append(3, *torch.randn(2, 4 * 7, 2, 8, dtype=torch.float64, generator=generator))
     with pytest.raises(ValueError):
