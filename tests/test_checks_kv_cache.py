@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from attention_course.checks import kv_cache as checks
 from attention_course.kernels import kv_cache as ref
+from attention_course.exercises.kv_cache import GENERATE, _exact_gpt2, greedy_throughout, hf_tokens
 from attention_course.kernels.causal import attention, merge_heads, split_heads
 
 
@@ -172,6 +173,21 @@ def generate_variant(model, input_ids, max_new_tokens, use_cache=True, *, extra=
 )
 def test_generate_mistakes_are_named(kwargs, phrase):
     fails_naming(phrase, checks.check_greedy_generate, lambda *a, **k: generate_variant(*a, **k, **kwargs))
+
+
+def test_greedy_tokens_are_judged_by_the_exact_logits():
+    """Each new token must be the argmax of the exact logits (float64) before it, up to float32 rounding: Hugging
+    Face's tokens are; the same tokens with one replaced by the runner-up are not."""
+    case = GENERATE.cases(torch.Generator().manual_seed(0), True)[2]
+    tokens = hf_tokens(case)
+    assert greedy_throughout(case["prompt"], case["n_new"], tokens)
+    with torch.no_grad():
+        logits = _exact_gpt2()(tokens[:, :-1]).logits[:, -1]  # [B, V]: what chose the last token
+    runner_up = tokens.clone()
+    runner_up[:, -1] = logits.topk(2, dim=-1).indices[:, 1]
+    assert not greedy_throughout(case["prompt"], case["n_new"], runner_up)
+    assert not greedy_throughout(case["prompt"], case["n_new"], tokens[:, case["prompt"].shape[1]:])  # the new tokens only
+    assert not greedy_throughout(case["prompt"], case["n_new"] - 1, tokens)  # one token too many
 
 
 def test_overflowing_the_cache_is_explained():

@@ -6,6 +6,8 @@ parameter randomized, ``GPT2LMHeadModel`` logits, ``generate(do_sample=False)`` 
 its cache, and the bytes of real Hugging Face caches after a forward pass.
 """
 
+import copy
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -23,6 +25,7 @@ from attention_course.hf_compat import cache_keys_values, gpt2_attention_layer_o
 from attention_course.kernels.causal import gpt2_attention
 from attention_course.kernels.kv_cache import KVCache, cached_gpt2_attention, greedy_generate, kv_cache_bytes
 from attention_course.models import local_gpt2
+from attention_course.exercises.kernel.kv_cache import VOCAB_SIZE, harness_gpt2
 
 fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -171,6 +174,17 @@ def test_greedy_tokens_equal_hugging_face_generate(seed, use_cache):
     assert output.shape == (2, 22) and output.dtype == torch.long and torch.equal(output[:, :6], prompt)
     assert torch.equal(output, hf_greedy(model, prompt, 16, use_cache=use_cache))
     assert torch.equal(output, hf_greedy(model, prompt, 16, use_cache=not use_cache))  # HF agrees with itself
+
+
+def test_hf_greedy_goes_on_past_end_of_text():
+    """A row that greedily reaches the model's end token goes on: exactly max_new_tokens new tokens, as greedy_generate
+    makes them (transformers 5 took eos_token_id=None for the model's own end token, and padded such a row after it)."""
+    model = copy.deepcopy(harness_gpt2())
+    prompt = torch.randint(0, VOCAB_SIZE, (2, 8), generator=torch.Generator().manual_seed(0))
+    ours = greedy_generate(GPT2Decoder(model), prompt, 9)
+    model.config.eos_token_id = model.generation_config.eos_token_id = int(ours[0, 10])  # row 0 reaches it third
+    for use_cache in (True, False):
+        assert torch.equal(hf_greedy(model, prompt, 9, use_cache=use_cache), ours)
 
 
 def test_greedy_generate_uses_the_cache_one_token_at_a_time(small_gpt2):

@@ -202,14 +202,16 @@ def count_decode_flops(block, n_tokens: int) -> list[BlockFlops]:
 
 def hf_greedy(hf_model, input_ids: torch.Tensor, max_new_tokens: int, use_cache: bool = True) -> torch.Tensor:
     """Hugging Face ``generate(do_sample=False)``: exactly ``max_new_tokens`` new tokens (no stop at
-    end-of-text, which would end a random model's text early), [B, T + max_new_tokens]."""
+    end-of-text, which would end a random model's text early), [B, T + max_new_tokens]. No stop is an
+    empty list of end tokens: ``None`` means "the model's own" to generate in transformers 5 (a row that
+    greedily reached end-of-text was then padded)."""
     from transformers import GenerationConfig
 
     config = GenerationConfig(
         do_sample=False,
         max_new_tokens=max_new_tokens,
         use_cache=use_cache,
-        eos_token_id=None,
+        eos_token_id=[],
         pad_token_id=hf_model.config.eos_token_id,
     )
     attention_mask = torch.ones_like(input_ids)

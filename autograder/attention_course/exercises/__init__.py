@@ -9,6 +9,7 @@ fresh seed and judges what came back with the same reference half (``Exercise.pr
 spec, one judgement, the same named mistake in the notebook and in the grade.
 """
 
+import functools
 import importlib
 import math
 from collections.abc import Callable, Mapping
@@ -19,7 +20,7 @@ import torch
 from attention_course.assignments import BY_ID
 from attention_course.exercises.kernel.draw import RAISES
 from attention_course.exercises.kernel.plain_data import decode
-from attention_course.tolerances import close
+from attention_course.tolerances import LOW_PRECISION, close
 
 Case = dict  # the inputs of one call, drawn from the seed: tensors and plain values
 
@@ -47,15 +48,31 @@ class Exercise:
     def problem(self, case: Case, outputs: dict) -> str:
         """'' when ``outputs`` are right for ``case``, else what is wrong, named where a mistake is known."""
         expected = self.expected(case)
+        control = self.control(case, expected)
         for name, value in expected.items():
             if name not in outputs:
                 return f"no {name} came back"
             label = f"{name}: " if len(expected) > 1 else ""
             named = (lambda name=name: (self.mistakes(case) or {}).get(name, {})) if self.mistakes else dict
-            problem = compare(outputs[name], value, named)
+            problem = compare(outputs[name], value, named, control.get(name))
             if problem:
                 return label + problem
         return self.judge(case, outputs) if self.judge else ""
+
+    def control(self, case: Case, expected: dict) -> dict:
+        """The course's own solutions run on ``case`` when a result is expected in half precision (``{}`` else):
+        the yardstick of its rounding (``tolerances``)."""
+        if not any(isinstance(v, torch.Tensor) and v.dtype in LOW_PRECISION for v in expected.values()):
+            return {}
+        return self.run(_solutions(self.cases.__module__), case)
+
+
+@functools.cache
+def _solutions(kernel_module: str):
+    """The reference solutions (``kernels/<module>``) of the assignment whose exercises draw their cases in ``kernel_module``."""
+    topic = kernel_module.rsplit(".", 1)[-1]
+    record = next(r for r in BY_ID.values() if r.topic == topic and r.kernels)
+    return importlib.import_module(f"attention_course.kernels.{record.kernels}")
 
 
 def exercises_of(assignment: str) -> tuple[Exercise, ...]:
@@ -90,9 +107,9 @@ def _whole(value):
     return None
 
 
-def compare(actual, expected, named: Callable[[], Mapping[str, object]] = dict) -> str:
+def compare(actual, expected, named: Callable[[], Mapping[str, object]] = dict, control=None) -> str:
     """'' when ``actual`` matches ``expected``, else what is wrong: the first known mistake it
-    matches (``named``), or how it differs."""
+    matches (``named``), or how it differs (``control``: the course's own result, see ``tolerances``)."""
     if _raised(expected):
         if _raised(actual) == _raised(expected):
             return ""
@@ -102,7 +119,7 @@ def compare(actual, expected, named: Callable[[], Mapping[str, object]] = dict) 
     if _raised(actual):
         return f"raised {_raised(actual)}"
     if isinstance(expected, torch.Tensor):
-        return _tensor_problem(actual, expected, named)
+        return _tensor_problem(actual, expected, named, control if isinstance(control, torch.Tensor) else None)
     if isinstance(expected, bool):
         return "" if actual is expected else f"is {actual!r}, expected {expected!r}"
     if isinstance(expected, int):
@@ -116,7 +133,7 @@ def compare(actual, expected, named: Callable[[], Mapping[str, object]] = dict) 
     raise TypeError(f"cannot compare an expected {type(expected).__name__}")
 
 
-def _tensor_problem(actual, expected: torch.Tensor, named) -> str:
+def _tensor_problem(actual, expected: torch.Tensor, named, control: torch.Tensor | None) -> str:
     if not isinstance(actual, torch.Tensor):
         return f"should return a torch.Tensor, got {getattr(actual, 'description', type(actual).__name__)}"
     if actual.device != expected.device:
@@ -124,7 +141,7 @@ def _tensor_problem(actual, expected: torch.Tensor, named) -> str:
                 "the device of the inputs (pass device=... when you create one)")
     if actual.dtype != expected.dtype:
         return _dtype_problem(actual, expected)
-    if close(actual, expected):
+    if close(actual, expected, control):
         return ""
     mistake = _matching_mistake(actual, named)
     if mistake:
