@@ -15,9 +15,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
+from queue import Empty
 
 import nbformat
+from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
 from nbclient import NotebookClient
@@ -200,6 +203,29 @@ class ConfinedProvisioner(LocalProvisioner):
             os.close(log)
 
 
+class PromptKernelClient(AsyncKernelClient):
+    """jupyter_client's client, ready as soon as the kernel has answered kernel_info on the shell channel and IOPub
+    has delivered a message. jupyter_client then waits for 0.2 s of silence on IOPub to flush the start's messages:
+    0.2 s of every kernel start (two a notebook), for messages nbclient ignores anyway (it keeps only those whose
+    parent is the request it sent)."""
+
+    async def wait_for_ready(self, timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
+        while time.monotonic() < deadline:
+            self.kernel_info()
+            try:
+                reply = await self.shell_channel.get_msg(timeout=1)
+                if reply["msg_type"] == "kernel_info_reply":
+                    await self.iopub_channel.get_msg(timeout=0.2)  # IOPub is connected: outputs will not be lost
+                    self._handle_kernel_info_reply(reply)
+                    return
+            except Empty:
+                pass
+            if not await self._async_is_alive():
+                raise RuntimeError("Kernel died before replying to kernel_info")
+        raise RuntimeError(f"Kernel didn't respond in {timeout} s")
+
+
 class CappedClient(NotebookClient):
     """Keeps at most ``output_bytes`` of output per cell, so a flood of prints costs nothing, and
     notes which cells ran out of time."""
@@ -272,7 +298,7 @@ async def execute_notebook(nb, zygote, limits: Limits, files_from: str | None = 
         uid = None if limits.first_uid is None else limits.first_uid + next(_kernel_numbers) % 1000
         # An isolated kernel has no network: it is reached over Unix sockets in its folder.
         sockets = {"transport": "ipc", "ip": os.path.join(scratch, ".kernel")} if limits.isolate else {}
-        km = AsyncKernelManager(kernel_name="python3", kernel_id=str(uuid.uuid4()),
+        km = AsyncKernelManager(kernel_name="python3", kernel_id=str(uuid.uuid4()), client_factory=PromptKernelClient,
                                 connection_file=os.path.join(scratch, ".kernel.json"), **sockets)
         km.provisioner = ConfinedProvisioner(kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km, zygote=zygote,
                                              memory_bytes=limits.memory_bytes, uid=uid, threads=limits.threads,
@@ -324,7 +350,8 @@ async def execute_with_harvest(nb, assignment: str, source_nb, zygote, limits: L
     from attention_course.grading.verdicts.judge import harvest_notebook, keep_harvest
 
     harvest_nb, left_out = harvest_notebook(nb, assignment, source_nb, seed)
-    status = await execute_notebook(nb, zygote, limits, files_from=files_from)
-    await execute_notebook(harvest_nb, zygote, limits, clean=True)
+    # Side by side: neither needs the other's outputs, and a kernel's start is mostly waiting.
+    status, _ = await asyncio.gather(execute_notebook(nb, zygote, limits, files_from=files_from),
+                                     execute_notebook(harvest_nb, zygote, limits, clean=True))
     keep_harvest(nb, harvest_nb, left_out)
     return status
