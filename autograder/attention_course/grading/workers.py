@@ -5,7 +5,7 @@ of a Dask cluster (``--scheduler ADDRESS``, or ``local:N`` for a ``LocalCluster`
 Either way a job goes out as plain data (``notebook_job.NotebookJob``, with the class's bundle) and
 comes back as plain data (``NotebookOutcome``): nothing a student's process made is unpickled here.
 Each worker process runs one job at a time (nbgrader's converters change the working directory), in
-kernels forked from its own zygote, confined as on this machine (``Limits``, bubblewrap where the
+kernels forked from its machine's zygote (a Dask worker: its own), confined as on this machine (``Limits``, bubblewrap where the
 worker has it). A Dask task's key is the job's key, so a retried task draws the same inputs; the
 scheduler gives a dead worker's tasks to another worker by itself (``distributed.scheduler.
 allowed-failures`` times); a student's crash or time-out is an outcome, never an error, so it is
@@ -14,11 +14,14 @@ never retried.
 
 import concurrent.futures
 import multiprocessing
+import os
+import shutil
+import tempfile
 import threading
 from concurrent.futures.process import BrokenProcessPool
 
 from attention_course.grading.notebook_job import ClassBundle, NotebookJob, grade_job
-from attention_course.grading.zygote import start_shared_zygote
+from attention_course.grading.zygote import Zygote, start_shared_zygote
 
 RETRIES = 2  # times the local pool gives a job again when the worker process running it died (not the student's kernel)
 
@@ -37,20 +40,23 @@ class Workers:
 
 
 class LocalPool(Workers):
-    """Worker processes on this machine, started at once, each with its kernel zygote importing from the
-    start. When a worker process dies, Python's pool is broken for every job it had; a new one takes its
-    place, so that those jobs can be given again."""
+    """Worker processes on this machine, started at once, and one kernel zygote for all of them, importing
+    from the start (one zygote's imports, not one per worker). When a worker process dies, Python's pool is
+    broken for every job it had; a new one takes its place, so that those jobs can be given again."""
 
     own_retries = True
 
     def __init__(self, workers: int):
         self.count = workers
+        self._folder = tempfile.mkdtemp(prefix="attention-course-zygote-")  # 0700: the workers' user only
+        self._zygote = Zygote(address=os.path.join(self._folder, "socket"))
         self._pool = self._start()
 
     def _start(self) -> concurrent.futures.ProcessPoolExecutor:
         # Spawned, not forked: the grader's process has threads (a fork would copy their locks, not them).
         pool = concurrent.futures.ProcessPoolExecutor(self.count, mp_context=multiprocessing.get_context("spawn"),
-                                                      initializer=start_shared_zygote)
+                                                      initializer=start_shared_zygote,
+                                                      initargs=(os.path.join(self._folder, "socket"),))
         for _ in range(self.count):  # the pool starts a process per task it is given, up to ``count``
             pool.submit(int)
         return pool
@@ -65,7 +71,12 @@ class LocalPool(Workers):
 
     def close(self) -> None:
         # The workers end while the grader stores the grades (a thread: Python waits for it before it exits).
-        threading.Thread(target=_end, args=(self._pool,), name="ending the grading pool").start()
+        threading.Thread(target=self._end, name="ending the grading pool").start()
+
+    def _end(self) -> None:
+        _end(self._pool)
+        self._zygote.close()
+        shutil.rmtree(self._folder, ignore_errors=True)
 
     def worker_processes(self) -> list[int]:
         """The pids of the worker processes now (for tests that kill one)."""

@@ -5,7 +5,9 @@ imported once per grading run instead of once per notebook.
 request per line on stdin ({"argv", "cwd", "env", "memory_bytes", "uid", "threads", "clean"}) and
 forks an IPython kernel for each, answering {"pid": ...}. Every kernel serves one notebook and is
 discarded. The zygote never runs a notebook's code itself and never runs a parallel torch operation
-before forking.
+before forking. ``python -m attention_course.grading.zygote SOCKET`` serves the same requests from
+every worker process of this machine, over a Unix socket (``ZygoteClient``): one zygote's imports for
+the whole pool; it ends when its owner closes its stdin.
 
 Where bubblewrap can confine kernels, a forked kernel first joins the namespaces of a sandbox that
 bwrap made for it (the request's "join": the pid of a placeholder in it; ``isolation.join``) and
@@ -20,7 +22,9 @@ import importlib
 import json
 import os
 import resource
+import selectors
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -115,54 +119,111 @@ def _become_kernel(request: dict) -> None:
     os._exit(0)
 
 
-def serve() -> None:
+def _fork_kernel(request: dict, inherited: list) -> int:
+    pid = os.fork()
+    if pid == 0:
+        for connection in inherited:  # a kernel must not be able to ask the zygote for kernels
+            connection.close()
+        _become_kernel(request)
+    return pid
+
+
+def serve(address: str | None = None) -> None:
+    listener = None
+    if address:  # bound before the imports: workers' requests wait in its backlog meanwhile
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(address)
+        listener.listen(64)
     for module in PRELOAD:
         importlib.import_module(module)
     signal.signal(signal.SIGCHLD, _reap)
     print(json.dumps({"ready": True}), flush=True)
-    for line in sys.stdin:
-        request = json.loads(line)
-        pid = os.fork()
-        if pid == 0:
-            _become_kernel(request)
-        print(json.dumps({"pid": pid}), flush=True)
+    if listener is None:
+        for line in sys.stdin:
+            print(json.dumps({"pid": _fork_kernel(json.loads(line), [])}), flush=True)
+    else:
+        _serve_workers(listener)
     os._exit(0)  # the grader is done with it: no need to tear torch down (seconds)
 
 
-class Zygote:
-    """The grader's handle on a zygote process; thread-safe."""
+def _serve_workers(listener: socket.socket) -> None:
+    """One request per line from each connected worker, one thread only (a fork copies no other thread's locks)."""
+    selector, pending = selectors.DefaultSelector(), {}
+    selector.register(listener, selectors.EVENT_READ)
+    selector.register(sys.stdin.fileno(), selectors.EVENT_READ)  # its end (EOF): the owner is done
+    while True:
+        for key, _ in selector.select():
+            if key.fileobj is listener:
+                connection, _ = listener.accept()
+                selector.register(connection, selectors.EVENT_READ)
+                pending[connection] = b""
+            elif key.fileobj == sys.stdin.fileno():
+                if not os.read(sys.stdin.fileno(), 4096):
+                    return
+            else:
+                connection = key.fileobj
+                data = connection.recv(1 << 16)
+                if not data:
+                    selector.unregister(connection)
+                    connection.close()
+                    del pending[connection]
+                    continue
+                *lines, pending[connection] = (pending[connection] + data).split(b"\n")
+                for line in lines:
+                    pid = _fork_kernel(json.loads(line), [listener, *pending])
+                    connection.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+
+
+class _Forks:
+    """Asks a zygote for kernels; thread-safe."""
 
     def __init__(self):
-        """Started now, so that it imports while the grader does other work (confined kernels are
-        forked from it too, unless ``execute.SANDBOX`` asks for fresh Pythons)."""
         self._lock = threading.Lock()
-        self._ready = False
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "attention_course.grading.zygote"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
-
-    def _wait_until_ready(self) -> None:
-        """The zygote imports while the grader does other work; the first spawn waits for it."""
-        if not self._ready:
-            if not self._process.stdout.readline():
-                raise RuntimeError("the kernel zygote did not start")
-            self._ready = True
 
     def spawn(self, argv: list[str], cwd: str, env: dict, memory_bytes: int | None, uid: int | None = None,
               threads: int | None = None, clean: bool = False, join: dict | None = None) -> int:
         request = {"argv": argv, "cwd": str(cwd), "env": env, "memory_bytes": memory_bytes, "uid": uid, "threads": threads,
                    "clean": clean, "join": join}
         with self._lock:
-            self._wait_until_ready()
-            self._process.stdin.write(json.dumps(request) + "\n")
-            answer = self._process.stdout.readline()
+            answer = self._ask(json.dumps(request) + "\n")
         if not answer:
             raise RuntimeError("the kernel zygote has died")
         return json.loads(answer)["pid"]
+
+    def _ask(self, line: str) -> str:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.close()
+
+
+class Zygote(_Forks):
+    """The grader's handle on a zygote process. ``address``: it serves this machine's workers there
+    (``ZygoteClient``) instead of this process."""
+
+    def __init__(self, address: str | None = None):
+        """Started now, so that it imports while the grader does other work (confined kernels are
+        forked from it too, unless ``execute.SANDBOX`` asks for fresh Pythons)."""
+        super().__init__()
+        self._ready = False
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "attention_course.grading.zygote", *([address] if address else [])],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+
+    def _ask(self, line: str) -> str:
+        if not self._ready:  # the zygote imports while the grader does other work; the first spawn waits for it
+            if not self._process.stdout.readline():
+                raise RuntimeError("the kernel zygote did not start")
+            self._ready = True
+        self._process.stdin.write(line)
+        return self._process.stdout.readline()
 
     def close(self) -> None:
         if self._process.poll() is None:
@@ -173,28 +234,46 @@ class Zygote:
                 self._process.kill()
                 self._process.wait()
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *_):
-        self.close()
+class ZygoteClient(_Forks):
+    """A worker process's handle on its machine's zygote (``Zygote(address)``), over its Unix socket."""
+
+    def __init__(self, address: str):
+        super().__init__()
+        self._address, self._connection = address, None
+
+    def _ask(self, line: str) -> str:
+        if self._connection is None:
+            connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            connection.connect(self._address)
+            self._connection = connection.makefile("rw", encoding="utf-8", newline="\n")
+        self._connection.write(line)
+        self._connection.flush()
+        return self._connection.readline()
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
 
-_SHARED: list[Zygote] = []
+_SHARED: list[_Forks] = []
 
 
-def shared_zygote() -> Zygote:
+def shared_zygote() -> _Forks:
     """This process's zygote (nbgrader's, or a grade command worker's): started on first use, closed when it exits."""
     if not _SHARED:
-        _SHARED.append(Zygote())
-        atexit.register(_SHARED[0].close)
+        start_shared_zygote()
     return _SHARED[0]
 
 
-def start_shared_zygote() -> None:
-    """A worker's first step, before it imports anything heavy: its zygote starts importing at once."""
-    shared_zygote()
+def start_shared_zygote(address: str | None = None) -> None:
+    """A worker's first step, before it imports anything heavy: its zygote starts importing at once, or
+    (``address``) it uses its machine's."""
+    if not _SHARED:
+        _SHARED.append(ZygoteClient(address) if address else Zygote())
+        atexit.register(_SHARED[0].close)
 
 
 if __name__ == "__main__":
-    serve()
+    serve(sys.argv[1] if len(sys.argv) > 1 else None)
