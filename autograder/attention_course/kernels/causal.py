@@ -8,7 +8,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch.nn.attention.bias import causal_lower_right
 
 
 def causal_mask(n_queries: int, n_keys: int, device=None) -> torch.Tensor:
@@ -47,6 +46,8 @@ def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: b
     """
     if not causal:
         return F.scaled_dot_product_attention(q, k, v)
+    from torch.nn.attention.bias import causal_lower_right  # here: importing it imports torch._dynamo (0.7 s)
+
     causal_mask(q.shape[-2], k.shape[-2])  # same ValueError as the readable path
     bias = causal_lower_right(q.shape[-2], k.shape[-2])
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
