@@ -223,8 +223,10 @@ def grade_class(root: Path, assignment: str, submissions: Path, workers: int | N
         results = {e.student: StudentResult(e.student, e.origin, status=e.problem or "ok") for e in entries}
 
         limits = limits or configured_limits(root)  # by default what nbgrader_config.py sets
-        if limits.threads is None:  # the cores shared among the workers here; a cluster's workers run one per core
-            limits = replace(limits, threads=max(1, (os.cpu_count() or 1) // run_on.count) if scheduler == "" else 1)
+        if limits.threads is None:  # the cores shared among the kernels here (two a worker: a notebook's and its
+            # harvest's, side by side); a cluster's workers run one per core
+            threads = max(1, (os.cpu_count() or 1) // (2 * run_on.count)) if scheduler == "" else 1
+            limits = replace(limits, threads=threads)
         notes += confined(limits)[1]  # what this machine cannot enforce (each worker confines its kernels itself)
         bundle = bundle_of(root, assignment, ASSIGNMENTS[assignment], limits)
         extensions = _extensions(root, assignment)
