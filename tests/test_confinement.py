@@ -10,17 +10,20 @@ must say that confinement was tested, so there they fail instead."""
 import asyncio
 import json
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import uuid
+from dataclasses import replace
 
 import nbformat
 import pytest
 
 from attention_course.grading.execute import execute_notebook
 from attention_course.grading.isolation import bwrap, package_folder, sandbox_mode, visible_paths
-from attention_course.grading.limits import Limits, confined
-from attention_course.grading.zygote import Zygote
+from attention_course.grading.limits import Limits, confined, separate_users_possible
+from attention_course.grading.zygote import Zygote, ZygoteClient
 
 pytestmark = pytest.mark.confinement
 
@@ -219,3 +222,57 @@ def test_the_harvest_kernel_has_no_package_folder(harvest):
     assert not seen["package folder"], seen["package folder"]  # absent, or an empty folder over it
     assert not seen["package importable"]
     assert seen["network"]["1.1.1.1:53"] is False
+
+
+ZYGOTE_PROBE = r"""
+import json, os, socket
+address, leaked = ADDRESS, []
+for fd in map(int, os.listdir("/proc/self/fd")):
+    try:
+        held = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        continue
+    try:
+        if held.family == socket.AF_UNIX and address in (held.getsockname(), held.getpeername() if held.type == socket.SOCK_STREAM else None):
+            leaked.append(fd)
+    except OSError:
+        pass
+    finally:
+        held.close()
+try:
+    socket.socket(socket.AF_UNIX).connect(address)
+    reachable = True
+except OSError:
+    reachable = False
+print(json.dumps({"leaked": leaked, "reachable": reachable}))
+"""
+
+
+@pytest.mark.parametrize("how", ["confined", "a user of its own", "unconfined"])
+def test_a_kernel_cannot_ask_the_shared_zygote_for_kernels(how, request):
+    """The zygote a local pool's workers share, over a Unix socket: a kernel it forked holds none of its sockets
+    (the listening one, a worker's connection), however it runs; and it cannot reach the socket: not on its file
+    system (confined), or in a folder of the grader's only (a user of its own: the grader is root, kernels
+    unconfined). An unconfined kernel of the grader's own user can do what the grader can: no test of reach."""
+    if how == "confined":
+        limits = request.getfixturevalue("limits")
+    elif how == "unconfined":
+        limits = replace(Limits(), isolate=False, first_uid=None)
+    elif separate_users_possible():
+        limits = replace(Limits(), isolate=False)
+    else:
+        pytest.skip("kernels run as users of their own only where the grader is root and its Python readable by all")
+    folder = tempfile.mkdtemp(prefix="attention-course-zygote-")
+    address = os.path.join(folder, "socket")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(ZYGOTE_PROBE.replace("ADDRESS", repr(address)))])
+    try:
+        with Zygote(address), ZygoteClient(address) as client:
+            status = asyncio.run(execute_notebook(nb, client, limits))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    assert status == "ok", (status, nb.cells[0].outputs)
+    printed = "".join(o.get("text", "") for o in nb.cells[0].outputs if o.get("name") == "stdout")
+    seen = json.loads(printed.strip().splitlines()[-1])
+    assert seen["leaked"] == []
+    if how != "unconfined":
+        assert seen["reachable"] is False

@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import traceback
 
 from attention_course.grading.isolation import drop_privileges, join, package_folder
@@ -244,12 +245,24 @@ class ZygoteClient(_Forks):
 
     def _ask(self, line: str) -> str:
         if self._connection is None:
-            connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            connection.connect(self._address)
-            self._connection = connection.makefile("rw", encoding="utf-8", newline="\n")
+            self._connection = self._connect().makefile("rw", encoding="utf-8", newline="\n")
         self._connection.write(line)
         self._connection.flush()
         return self._connection.readline()
+
+    def _connect(self, seconds: float = 60) -> socket.socket:
+        """The zygote binds its socket as soon as its Python starts: until then, try again."""
+        deadline = time.monotonic() + seconds
+        while True:
+            connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                connection.connect(self._address)
+                return connection
+            except (FileNotFoundError, ConnectionRefusedError):
+                connection.close()
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no kernel zygote at {self._address}") from None
+                time.sleep(0.05)
 
     def close(self) -> None:
         if self._connection is not None:
