@@ -34,7 +34,7 @@ RUN_STATUS = "attention_course_status"  # in nbgrader's resources: how the noteb
 
 
 class ConfinedExecute(NbGraderPreprocessor):
-    """Runs the notebook, then its harvest notebook, each in a confined kernel within these limits
+    """Runs the notebook and its harvest notebook (side by side), each in a confined kernel within these limits
     (``c.ConfinedExecute.cell_seconds = 300`` in ``nbgrader_config.py``; the grade command reads the
     same settings). The defaults are ``grading.limits.Limits``'s."""
 
@@ -59,7 +59,7 @@ class ConfinedExecute(NbGraderPreprocessor):
         for note in cannot:
             self.log.warning(note)
         status = asyncio.run(execute_with_harvest(nb, assignment, _source(self, assignment), shared_zygote(), limits,
-                                                  resources["metadata"]["path"], seed=self.seed))
+                                                  resources["metadata"]["path"], seed=self.seed, side_by_side=True))
         if status != "ok":
             self.log.warning("%s: %s", resources["nbgrader"]["student"], status)
         resources[RUN_STATUS] = status
