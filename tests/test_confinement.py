@@ -9,6 +9,7 @@ must say that confinement was tested, so there they fail instead."""
 
 import asyncio
 import json
+import multiprocessing
 import os
 import shutil
 import socket
@@ -20,7 +21,7 @@ from dataclasses import replace
 import nbformat
 import pytest
 
-from attention_course.grading.execute import execute_notebook
+from attention_course.grading.execute import UID_COUNTER, execute_notebook, kernel_uid
 from attention_course.grading.isolation import bwrap, package_folder, sandbox_mode, visible_paths
 from attention_course.grading.limits import Limits, confined, separate_users_possible
 from attention_course.grading.zygote import Zygote, ZygoteClient
@@ -276,3 +277,44 @@ def test_a_kernel_cannot_ask_the_shared_zygote_for_kernels(how, request):
     assert seen["leaked"] == []
     if how != "unconfined":
         assert seen["reachable"] is False
+
+
+def _draw_uids(home: str, count: int, start, queue) -> None:
+    os.environ["HOME"] = home
+    from attention_course.grading.execute import kernel_uid
+
+    start.wait()  # all at once
+    queue.put([kernel_uid(61000) for _ in range(count)])
+
+
+def test_kernels_started_at_once_by_many_processes_get_users_of_their_own(tmp_path):
+    """Where kernels run as users of their own (the grader is root, no bubblewrap), every grading process of the
+    machine draws them from one counter: 4 processes drawing 250 each at once get 1,000 different users."""
+    context = multiprocessing.get_context("spawn")
+    queue, start = context.Queue(), context.Barrier(4)
+    processes = [context.Process(target=_draw_uids, args=(str(tmp_path), 250, start, queue)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    uids = [uid for _ in processes for uid in queue.get(timeout=120)]
+    for process in processes:
+        process.join()
+    assert sorted(uids) == list(range(61000, 62000))
+
+
+def test_the_user_counter_is_the_graders_own_file(tmp_path, monkeypatch):
+    """Not a link (a kernel could point it at a file of the grader's), nor a file of another user."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    counter = tmp_path / UID_COUNTER
+    counter.parent.mkdir(parents=True)
+    target = tmp_path / "the grader's file"
+    target.write_text("untouched")
+    counter.symlink_to(target)
+    with pytest.raises(OSError):
+        kernel_uid(61000)
+    assert target.read_text() == "untouched"
+    counter.unlink()
+    assert [kernel_uid(61000), kernel_uid(61000)] == [61000, 61001]
+    if os.getuid() == 0:
+        os.chown(counter, 61000, -1)
+        with pytest.raises(RuntimeError, match="another user"):
+            kernel_uid(61000)

@@ -6,7 +6,7 @@ cell that did not run to completion carries an error, so it cannot earn points."
 
 import asyncio
 import atexit
-import itertools
+import fcntl
 import json
 import os
 import re
@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
+from pathlib import Path
 from queue import Empty
 
 import nbformat
@@ -252,7 +253,25 @@ class CappedClient(NotebookClient):
 
 
 NOT_RUN = "TestNotRun"
-_kernel_numbers = itertools.count()
+UID_COUNTER = ".cache/attention-course/kernel-uids"  # in the grader's home: its kernels' users cannot write there
+
+
+def kernel_uid(first_uid: int) -> int:
+    """A kernel's user: ``first_uid`` plus the next number of this machine's counter (mod 1000). Every grading
+    process here (a pool's workers, Dask workers, nbgrader) draws from the same counter, under a lock, so that no
+    two kernels running at once share a user (who could read each other's folder or kill each other)."""
+    path = Path.home() / UID_COUNTER
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    handle = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        if os.fstat(handle).st_uid != os.getuid():
+            raise RuntimeError(f"{path} belongs to another user: kernels' users cannot be counted there")
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
+        number = int(os.pread(handle, 32, 0).strip() or b"0")
+        os.pwrite(handle, f"{number + 1:<20}".encode(), 0)  # fixed width: no stale digits
+    finally:
+        os.close(handle)
+    return first_uid + number % 1000
 
 
 _FOLDERS: list[str] = []
@@ -295,7 +314,7 @@ async def execute_notebook(nb, zygote, limits: Limits, files_from: str | None = 
     with tempfile.TemporaryDirectory(prefix="grading-", dir=_kernel_folders()) as scratch:
         if files_from:
             shutil.copytree(files_from, scratch, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.ipynb"))
-        uid = None if limits.first_uid is None else limits.first_uid + next(_kernel_numbers) % 1000
+        uid = None if limits.first_uid is None else kernel_uid(limits.first_uid)
         # An isolated kernel has no network: it is reached over Unix sockets in its folder.
         sockets = {"transport": "ipc", "ip": os.path.join(scratch, ".kernel")} if limits.isolate else {}
         km = AsyncKernelManager(kernel_name="python3", kernel_id=str(uuid.uuid4()), client_factory=PromptKernelClient,
