@@ -245,9 +245,10 @@ def _exact_gpt2():
 
 
 def greedy_throughout(prompt: torch.Tensor, n_new: int, tokens: torch.Tensor) -> bool:
-    """Whether ``tokens`` continue ``prompt`` greedily by ``n_new`` tokens: each new token's exact logit (the harness GPT-2 in float64, on
-    the sequence before it) within the float32 table of the largest. Two correct float32 computations (Hugging Face's
-    generate, a loop over the course's decoder) may break a near tie differently; both are greedy."""
+    """Whether ``tokens`` continue ``prompt`` greedily by ``n_new`` tokens: each new token's exact logit (the harness
+    GPT-2 in float64, on the sequence before it) within the float32 table of the largest. Two correct float32
+    computations (Hugging Face's generate, a loop over the course's decoder) may break a near tie differently;
+    both are greedy."""
     n_prompt, vocab = prompt.shape[1], kernel.VOCAB_SIZE
     if tokens.shape != (prompt.shape[0], n_prompt + n_new) or tokens.is_floating_point():
         return False
