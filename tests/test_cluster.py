@@ -97,3 +97,25 @@ def test_a_worker_killed_mid_class_loses_no_student_and_no_file(kind, class_fold
         assert (course / "autograded" / student / ASSIGNMENT / NOTEBOOK).is_file(), student
         assert (course / "feedback" / student / ASSIGNMENT / NOTEBOOK.replace(".ipynb", ".html")).is_file(), student
         assert (outcomes / f"{student}.json").is_file(), student
+
+
+def test_the_pools_zygote_outlives_workers_that_die_in_the_middle_of_a_request(tmp_path):
+    """A local pool's workers share one zygote: a worker killed between asking for a kernel and reading the answer
+    (here: a connection closed at once) loses its connection, and the zygote goes on serving the others."""
+    import json
+    import socket
+
+    from attention_course.grading.zygote import Zygote, ZygoteClient
+
+    address = str(tmp_path / "socket")
+    request = {"argv": ["-f", "none"], "cwd": str(tmp_path / "no such folder"), "env": {}, "memory_bytes": None,
+               "uid": None, "threads": None, "clean": False, "join": None}  # a kernel that ends at once
+    with Zygote(address), ZygoteClient(address) as survivor:
+        survivor.spawn(**request)  # connected, and the zygote's imports done
+        for _ in range(3):
+            dying = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            dying.connect(address)
+            dying.sendall(json.dumps(request).encode() + b"\n")
+            dying.close()
+        time.sleep(0.5)
+        assert survivor.spawn(**request) > 0

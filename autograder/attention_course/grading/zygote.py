@@ -162,17 +162,25 @@ def _serve_workers(listener: socket.socket) -> None:
                 if not os.read(sys.stdin.fileno(), 4096):
                     return
             else:
-                connection = key.fileobj
-                data = connection.recv(1 << 16)
-                if not data:
-                    selector.unregister(connection)
-                    connection.close()
-                    del pending[connection]
-                    continue
-                *lines, pending[connection] = (pending[connection] + data).split(b"\n")
-                for line in lines:
-                    pid = _fork_kernel(json.loads(line), [listener, *pending])
-                    connection.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+                _answer(key.fileobj, listener, selector, pending)
+
+
+def _answer(connection: socket.socket, listener: socket.socket, selector, pending: dict) -> None:
+    """A worker's requests: a kernel forked for each. A worker that died (killed in the middle of a request, say)
+    loses its connection, never the zygote."""
+    try:
+        data = connection.recv(1 << 16)
+        if data:
+            *lines, pending[connection] = (pending[connection] + data).split(b"\n")
+            for line in lines:
+                pid = _fork_kernel(json.loads(line), [listener, *pending])
+                connection.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+            return
+    except OSError:  # reset, or a broken pipe: the worker is gone
+        pass
+    selector.unregister(connection)
+    connection.close()
+    del pending[connection]
 
 
 class _Forks:
