@@ -5,8 +5,8 @@ of a Dask cluster (``--scheduler ADDRESS``, or ``local:N`` for a ``LocalCluster`
 Either way a job goes out as plain data (``notebook_job.NotebookJob``, with the class's bundle) and
 comes back as plain data (``NotebookOutcome``): nothing a student's process made is unpickled here.
 Each worker process runs one job at a time (nbgrader's converters change the working directory), in
-kernels forked from its machine's zygote (a Dask worker: its own), confined as on this machine (``Limits``, bubblewrap where the
-worker has it). A Dask task's key is the job's key, so a retried task draws the same inputs; the
+kernels forked from its machine's zygote (a Dask worker: its own), confined as on this machine
+(``Limits``, bubblewrap where the worker has it). A Dask task's key is the job's key, so a retried task draws the same inputs; the
 scheduler gives a dead worker's tasks to another worker by itself (``distributed.scheduler.
 allowed-failures`` times); a student's crash or time-out is an outcome, never an error, so it is
 never retried.
@@ -49,14 +49,15 @@ class LocalPool(Workers):
     def __init__(self, workers: int):
         self.count = workers
         self._folder = tempfile.mkdtemp(prefix="attention-course-zygote-")  # 0700: the workers' user only
-        self._zygote = Zygote(address=os.path.join(self._folder, "socket"))
+        self._address = os.path.join(self._folder, "socket")
+        self._zygote = Zygote(address=self._address)
         self._pool = self._start()
 
     def _start(self) -> concurrent.futures.ProcessPoolExecutor:
         # Spawned, not forked: the grader's process has threads (a fork would copy their locks, not them).
         pool = concurrent.futures.ProcessPoolExecutor(self.count, mp_context=multiprocessing.get_context("spawn"),
                                                       initializer=start_shared_zygote,
-                                                      initargs=(os.path.join(self._folder, "socket"),))
+                                                      initargs=(self._address,))
         for _ in range(self.count):  # the pool starts a process per task it is given, up to ``count``
             pool.submit(int)
         return pool
