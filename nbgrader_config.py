@@ -24,6 +24,7 @@ c.ClearOutput.enabled = True
 from attention_course.grading.nbgrader_steps import FEEDBACK_PREPROCESSORS  # noqa: E402
 
 c.GenerateFeedback.preprocessors = FEEDBACK_PREPROCESSORS
+c.GenerateFeedback.exporter_class = "attention_course.grading.nbgrader_plugin.FeedbackExporter"
 
 # Autograde runs each notebook in a confined kernel with the grader's harvest appended, then judges
 # every item in nbgrader's own process from the harvested outputs (attention_course.grading.verdicts):

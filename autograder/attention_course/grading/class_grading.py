@@ -138,9 +138,10 @@ def _run_jobs(workers: Workers, bundle: ClassBundle, jobs: list[NotebookJob], wo
     if not pending:
         return outcomes
     bar = _progress(len(pending))
-    futures = {workers.submit_job(bundle, job): job for job in pending}
+    started = time.perf_counter()
+    futures = {workers.submit_job(bundle, job): job for job in pending}  # the first waits for the workers to start
+    waiting = time.perf_counter() - started
     given = dict.fromkeys((job.student for job in pending), 1)
-    waiting = 0.0
     remaining = set(futures)
     while remaining:
         started = time.perf_counter()

@@ -10,7 +10,9 @@ same autograde, through nbgrader's Python API (``notebook_job``)."""
 import asyncio
 from pathlib import Path
 
+import jinja2
 import nbformat
+from nbconvert.exporters import HTMLExporter
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Integer
@@ -81,6 +83,33 @@ class ApplyVerdicts(NbGraderPreprocessor):
             if problem:
                 self.log.info("%s %s: %s", info["student"], item, problem[:200])
         return nb, resources
+
+
+class _CompiledTemplates(jinja2.BytecodeCache):
+    """Jinja's compiled templates, kept in memory for the life of the process (checked against each
+    template's source, by jinja)."""
+
+    def __init__(self):
+        self._code: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket):
+        if bucket.key in self._code:
+            bucket.bytecode_from_string(self._code[bucket.key])
+
+    def dump_bytecode(self, bucket):
+        self._code[bucket.key] = bucket.bytecode_to_string()
+
+
+class FeedbackExporter(HTMLExporter):
+    """nbconvert's HTML exporter, for nbgrader's feedback pages, compiling its templates once per process
+    rather than once per notebook (nbgrader makes an exporter per notebook: 0.06 s of CPU a page)."""
+
+    compiled = _CompiledTemplates()
+
+    def _create_environment(self):
+        environment = super()._create_environment()
+        environment.bytecode_cache = self.compiled
+        return environment
 
 
 AUTOGRADE_PREPROCESSORS = [

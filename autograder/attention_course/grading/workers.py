@@ -39,6 +39,19 @@ class Workers:
         raise NotImplementedError
 
 
+# What a worker's jobs import (nbgrader's converters and the feedback page's exporter, the course's
+# execution and judging, torch, transformers' GPT-2 for the quiz keys' set-up): imported once, by
+# multiprocessing's fork server, and every worker is forked from it with them (3 to 5 s of CPU a worker).
+WORKER_PRELOAD = [
+    "attention_course.grading.notebook_job",
+    "attention_course.grading.nbgrader_plugin",
+    "attention_course.grading.verdicts.judge",
+    "attention_course.models",
+    "nbconvert.exporters.html",
+    "nbgrader.preprocessors",
+]
+
+
 class LocalPool(Workers):
     """Worker processes on this machine, started at once, and one kernel zygote for all of them, importing
     from the start (one zygote's imports, not one per worker). When a worker process dies, Python's pool is
@@ -54,18 +67,25 @@ class LocalPool(Workers):
         self._pool = self._start()
 
     def _start(self) -> concurrent.futures.ProcessPoolExecutor:
-        # Spawned, not forked: the grader's process has threads (a fork would copy their locks, not them).
-        pool = concurrent.futures.ProcessPoolExecutor(self.count, mp_context=multiprocessing.get_context("spawn"),
+        # Forked from multiprocessing's fork server, not from the grader's process: that one has threads (a
+        # fork would copy their locks, not them); the fork server has one thread, and the workers' imports.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(WORKER_PRELOAD)
+        pool = concurrent.futures.ProcessPoolExecutor(self.count, mp_context=context,
                                                       initializer=start_shared_zygote,
                                                       initargs=(self._address,))
-        for _ in range(self.count):  # the pool starts a process per task it is given, up to ``count``
-            pool.submit(int)
+        # The pool starts a process per task it is given, up to ``count``; a thread gives them, since a
+        # start waits for the fork server's imports, and the grader registers the assignment meanwhile.
+        self._starting = threading.Thread(target=lambda: [pool.submit(int) for _ in range(self.count)],
+                                          name="starting the grading pool")
+        self._starting.start()
         return pool
 
     def submit_job(self, bundle: ClassBundle, job: NotebookJob) -> concurrent.futures.Future:
         try:
             return self._pool.submit(grade_job, bundle, job)
         except BrokenProcessPool:  # its other workers are killed: their jobs are given again
+            self._starting.join()
             _end(self._pool, seconds=0)
             self._pool = self._start()
             return self._pool.submit(grade_job, bundle, job)
@@ -75,6 +95,7 @@ class LocalPool(Workers):
         threading.Thread(target=self._end, name="ending the grading pool").start()
 
     def _end(self) -> None:
+        self._starting.join()
         _end(self._pool)
         self._zygote.close()
         shutil.rmtree(self._folder, ignore_errors=True)
