@@ -155,3 +155,35 @@ def test_objects_that_are_not_plain_data_decode_to_something_the_checks_reject()
     assert decode(encode(Liar(3))) == 3 and type(decode(encode(Liar(3)))) is int
     assert repr(decode({"object": "x"})) == "<x>"
     assert repr(decode({"tensor": {"dtype": "float32", "shape": [5], "data": "AAAA"}})) == "<malformed tensor>"
+
+
+@pytest.mark.parametrize("mode", ["Context", "Plain"])
+def test_tracebacks_in_feedback_quote_no_hidden_test_line(mode):
+    """However IPython formats a failing test cell's traceback (grading kernels: Plain, the cheaper by 0.05 s
+    an error; a student's own kernel: Context, which quotes the lines around the failing one too), the
+    feedback shows none of the hidden tests' lines: a failing one reads "(a hidden test)"."""
+    import linecache
+    import sys
+
+    from IPython.core.ultratb import AutoFormattedTB
+
+    from attention_course.grading.cells import ANSI, hidden_test_lines, hide_hidden_tests_in_tracebacks
+
+    source = ("x = 1\nassert x == 1\n### BEGIN HIDDEN TESTS\nassert x + 1 == 2\nassert x + 1 == 3\nassert x > 0\n"
+              "### END HIDDEN TESTS\n")
+    filename = f"/tmp/ipykernel_0/hidden_{mode}.py"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    try:
+        exec(compile(source, filename, "exec"), {})  # noqa: S102 - the test's own code
+    except AssertionError:
+        traceback = AutoFormattedTB(mode=mode).structured_traceback(*sys.exc_info())
+    finally:
+        del linecache.cache[filename]
+    error = nbformat.v4.new_output("error", ename="AssertionError", evalue="", traceback=traceback)
+    cell = nbformat.v4.new_code_cell(source, outputs=[error])
+    hidden = hidden_test_lines(cell)
+    assert "assert x + 1 == 3" in ANSI.sub("", "\n".join(traceback))  # quoted before: the test has teeth
+    hide_hidden_tests_in_tracebacks(cell, hidden)
+    shown = ANSI.sub("", "\n".join(cell.outputs[0].traceback))
+    assert "(a hidden test)" in shown
+    assert not [line for line in shown.splitlines() if line.strip() in hidden or "HIDDEN TESTS" in line], shown

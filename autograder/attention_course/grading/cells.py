@@ -143,7 +143,9 @@ def test_results(executed_nb) -> list[ItemResult]:
     return results
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# A quoted source line of a traceback: "---->  12 code" or "     13 code" (IPython's Context mode, numbered,
+# the lines around the failing one too), or "    code" (Plain mode: the failing line alone, under its frame).
 _SOURCE_LINE = re.compile(r"^(\s*(?:-+>)?\s*)\d+\s(.*)$")
 
 
@@ -161,8 +163,9 @@ def hidden_test_lines(cell) -> set[str]:
 
 
 def hide_hidden_tests_in_tracebacks(cell, hidden: set[str]) -> None:
-    """Tracebacks quote the lines around the failing one: leave the hidden tests' lines out (a failing
-    hidden line is shown as "(a hidden test)"), so that feedback cannot show them."""
+    """Tracebacks quote source lines (the failing one, and in IPython's Context mode those around it): leave
+    the hidden tests' lines out (a failing hidden line is shown as "(a hidden test)"), so that feedback
+    cannot show them."""
     for output in cell.get("outputs", []):
         if output.get("output_type") != "error":
             continue
@@ -170,10 +173,14 @@ def hide_hidden_tests_in_tracebacks(cell, hidden: set[str]) -> None:
         for entry in output.get("traceback", []):
             lines = []
             for line in entry.split("\n"):
-                match = _SOURCE_LINE.match(_ANSI.sub("", line))
-                if match and match.group(2).strip() in hidden:
-                    if "->" in match.group(1):
-                        lines.append(f"{match.group(1)}(a hidden test)")
+                plain = ANSI.sub("", line)
+                numbered = _SOURCE_LINE.match(plain)
+                if numbered and numbered.group(2).strip() in hidden:
+                    if "->" in numbered.group(1):
+                        lines.append(f"{numbered.group(1)}(a hidden test)")
+                    continue
+                if plain.strip() in hidden:  # Plain mode's quote of the failing line
+                    lines.append(f"{plain[:len(plain) - len(plain.lstrip())]}(a hidden test)")
                     continue
                 lines.append(line)
             kept.append("\n".join(lines))
