@@ -26,6 +26,10 @@ from attention_course.grading.nbgrader_steps import FEEDBACK_PREPROCESSORS  # no
 c.GenerateFeedback.preprocessors = FEEDBACK_PREPROCESSORS
 c.GenerateFeedback.exporter_class = "attention_course.grading.nbgrader_plugin.FeedbackExporter"
 
+# nbconvert checks the notebook against its schema once a pass, after the last preprocessor, rather
+# than after each of them (it still stops a pass that leaves it invalid).
+c.Exporter.optimistic_validation = True
+
 # Autograde runs each notebook in a confined kernel with the grader's harvest appended, then judges
 # every item in nbgrader's own process from the harvested outputs (attention_course.grading.verdicts):
 # the test cells' results in the student's process alone cannot earn points.
