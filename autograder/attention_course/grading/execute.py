@@ -26,8 +26,8 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
-import zmq
 from traitlets import Any, default
+import zmq
 
 from attention_course.grading.cells import is_test_cell
 from attention_course.grading.limits import Limits

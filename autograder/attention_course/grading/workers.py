@@ -42,6 +42,8 @@ class Workers:
 # What a worker's jobs import (nbgrader's converters and the feedback page's exporter, the course's
 # execution and judging, torch, transformers' GPT-2 for the quiz keys' set-up): imported once, by
 # multiprocessing's fork server, and every worker is forked from it with them (3 to 5 s of CPU a worker).
+# The fork server starts with a process's first pool and serves its later pools too, with the code and the
+# environment it started with.
 WORKER_PRELOAD = [
     "attention_course.grading.notebook_job",
     "attention_course.grading.nbgrader_plugin",
