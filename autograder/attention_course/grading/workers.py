@@ -6,10 +6,10 @@ Either way a job goes out as plain data (``notebook_job.NotebookJob``, with the 
 comes back as plain data (``NotebookOutcome``): nothing a student's process made is unpickled here.
 Each worker process runs one job at a time (nbgrader's converters change the working directory), in
 kernels forked from its machine's zygote (a Dask worker: its own), confined as on this machine
-(``Limits``, bubblewrap where the worker has it). A Dask task's key is the job's key, so a retried task draws the same inputs; the
-scheduler gives a dead worker's tasks to another worker by itself (``distributed.scheduler.
-allowed-failures`` times); a student's crash or time-out is an outcome, never an error, so it is
-never retried.
+(``Limits``, bubblewrap where the worker has it). A Dask task's key is the job's key, so a retried
+task draws the same inputs; the scheduler gives a dead worker's tasks to another worker by itself
+(``distributed.scheduler.allowed-failures`` times); a student's crash or time-out is an outcome,
+never an error, so it is never retried.
 """
 
 import concurrent.futures
@@ -78,8 +78,7 @@ class LocalPool(Workers):
                                                       initargs=(self._address,))
         # The pool starts a process per task it is given, up to ``count``; a thread gives them, since a
         # start waits for the fork server's imports, and the grader registers the assignment meanwhile.
-        self._starting = threading.Thread(target=lambda: [pool.submit(int) for _ in range(self.count)],
-                                          name="starting the grading pool")
+        self._starting = threading.Thread(target=_start_processes, args=(pool, self.count), name="starting the grading pool")
         self._starting.start()
         return pool
 
@@ -105,6 +104,11 @@ class LocalPool(Workers):
     def worker_processes(self) -> list[int]:
         """The pids of the worker processes now (for tests that kill one)."""
         return [process.pid for process in self._pool._processes.values()]
+
+
+def _start_processes(pool: concurrent.futures.ProcessPoolExecutor, count: int) -> None:
+    for _ in range(count):
+        pool.submit(int)
 
 
 def _end(pool: concurrent.futures.ProcessPoolExecutor, seconds: float = 10) -> None:
